@@ -1,0 +1,35 @@
+// swift-tools-version:6.0
+// SENet in Swift — Squeeze-and-Excitation networks on a PyTorch-exact tensor core (oneDNN backend).
+import PackageDescription
+
+let package = Package(
+    name: "SENet",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "SENet", targets: ["SENet"]),
+        .executable(name: "senet", targets: ["senet"]),
+        .executable(name: "senet-bench", targets: ["senet-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // oneDNN (Debian libdnnl-dev 2.6.x). No pkg-config file ships, so the module map links `dnnl`.
+        .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
+        .target(name: "Kernels", dependencies: ["CDNNL"]),
+        .target(name: "TensorCore", dependencies: ["Kernels"]),
+        .target(name: "NN", dependencies: ["TensorCore"]),
+        .target(name: "SENet", dependencies: ["Kernels", "TensorCore", "NN"]),
+        .executableTarget(name: "senet", dependencies: [
+            "SENet", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "senet-bench", dependencies: [
+            "SENet", "Kernels", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .target(name: "_TestSupport", dependencies: ["TensorCore", "Kernels"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "_TestSupport"]),
+        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "NN", "_TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["_TestSupport"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Build docs/performance.md from benchmark JSON lines (stdlib only).
+
+    python3 Scripts/perf_table.py OURS.jsonl TORCH.jsonl \
+        [--out docs/performance.md] [--machine "text"] [--threads N]
+
+OURS.jsonl: our benchmark, same schema as `bench_torch.py --json` with
+"layout": "ours". TORCH.jsonl: `bench_torch.py --json` output ("nchw" and
+"channels_last" rows). Lines that are not JSON objects (blank, "#...") are
+ignored. One table row per (id, batch, pass); ratio = torch ms / ours ms, so
+> 1 means ours is faster. The table is also printed to stdout.
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import sys
+
+PASS_ORDER = {"forward": 0, "backward_data": 1, "backward_weights": 2}
+LAYOUTS = ("ours", "nchw", "channels_last")
+
+
+def load(path, rows, order):
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                print(f"{path}:{lineno}: skipping bad JSON ({e})", file=sys.stderr)
+                continue
+            key = (r["id"], int(r["batch"]), r["pass"])
+            if r["id"] not in order:
+                order[r["id"]] = len(order)
+            rows.setdefault(key, {})[r["layout"]] = r
+
+
+def fmt_ms(v):
+    if v is None:
+        return "—"
+    return f"{v:.3f}" if v < 100 else f"{v:.1f}"
+
+
+def fmt_ratio(v):
+    return "—" if v is None else f"{v:.2f}×"
+
+
+def geomean(xs):
+    xs = [x for x in xs if x is not None and x > 0]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def status(r_nchw, r_cl):
+    if r_nchw is None or r_cl is None:
+        return "n/a"
+    ge_n, ge_c = r_nchw >= 1.0, r_cl >= 1.0
+    if ge_n and ge_c:
+        return "faster than both"
+    if ge_n:
+        return "≥ NCHW, slower than CL"
+    if ge_c:
+        return "≥ CL, slower than NCHW"
+    return "slower than both"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("ours")
+    ap.add_argument("torch")
+    ap.add_argument("--out", default="docs/performance.md",
+                    help="markdown file to write ('-' for stdout only)")
+    ap.add_argument("--machine", default="(not specified)")
+    ap.add_argument("--threads", default=None,
+                    help="thread count to report (default: from the JSON rows)")
+    args = ap.parse_args(argv)
+
+    rows, order = {}, {}
+    # torch first so shapes keep the ResNet-50 order of bench_torch.py
+    load(args.torch, rows, order)
+    load(args.ours, rows, order)
+    keys = sorted(rows, key=lambda k: (order[k[0]], k[1], PASS_ORDER.get(k[2], 99), k[2]))
+
+    threads = args.threads
+    if threads is None:
+        seen = sorted({str(r["threads"]) for d in rows.values() for r in d.values()
+                       if "threads" in r})
+        threads = ", ".join(seen) if seen else "unknown"
+
+    head = ["shape", "batch", "pass", "ours ms", "torch NCHW ms", "torch CL ms",
+            "NCHW/ours", "CL/ours", "ours GFLOP/s", "status"]
+    align = ["---", "--:", "---", "--:", "--:", "--:", "--:", "--:", "--:", "---"]
+    table = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+    ratios_n, ratios_c = [], []
+    per_pass = {}
+    n_ge_nchw = n_ge_cl = n_both = n_complete = 0
+    for key in keys:
+        d = rows[key]
+        ms = {lay: (d[lay]["ms_median"] if lay in d else None) for lay in LAYOUTS}
+        ours = ms["ours"]
+        r_n = ms["nchw"] / ours if ours and ms["nchw"] else None
+        r_c = ms["channels_last"] / ours if ours and ms["channels_last"] else None
+        gf = d["ours"].get("gflops") if "ours" in d else None
+        st = status(r_n, r_c)
+        if r_n is not None and r_c is not None:
+            n_complete += 1
+            n_ge_nchw += r_n >= 1.0
+            n_ge_cl += r_c >= 1.0
+            n_both += r_n >= 1.0 and r_c >= 1.0
+            ratios_n.append(r_n)
+            ratios_c.append(r_c)
+            pp = per_pass.setdefault(key[2], ([], []))
+            pp[0].append(r_n)
+            pp[1].append(r_c)
+        table.append("| " + " | ".join([
+            f"`{key[0]}`", str(key[1]), key[2], fmt_ms(ours), fmt_ms(ms["nchw"]),
+            fmt_ms(ms["channels_last"]), fmt_ratio(r_n), fmt_ratio(r_c),
+            "—" if gf is None else f"{gf:.1f}", st]) + " |")
+
+    gm_n, gm_c = geomean(ratios_n), geomean(ratios_c)
+    summary = [
+        f"- Rows with all three timings: {n_complete} of {len(keys)}",
+        f"- Ours ≥ PyTorch NCHW: {n_ge_nchw} / {n_complete}",
+        f"- Ours ≥ PyTorch channels_last: {n_ge_cl} / {n_complete}",
+        f"- Ours ≥ both: {n_both} / {n_complete}",
+        f"- Geometric-mean speed-up vs NCHW: {fmt_ratio(gm_n)}; "
+        f"vs channels_last: {fmt_ratio(gm_c)} (> 1 means ours is faster)",
+    ]
+    for p in sorted(per_pass, key=lambda q: PASS_ORDER.get(q, 99)):
+        rn, rc = per_pass[p]
+        summary.append(f"  - {p}: vs NCHW {fmt_ratio(geomean(rn))}, "
+                       f"vs channels_last {fmt_ratio(geomean(rc))} ({len(rn)} rows)")
+
+    today = datetime.date.today().isoformat()
+    doc = "\n".join([
+        "# Performance: convolution vs PyTorch (CPU)",
+        "",
+        f"- Machine: {args.machine}",
+        f"- Date: {today}",
+        f"- Threads: {threads}",
+        "- Shapes: every distinct convolution of ResNet-50 (224×224 input), no bias.",
+        "- Passes: `forward`, `backward_data` (grad wrt input), "
+        "`backward_weights` (grad wrt weight).",
+        "- Times are medians over repeats; ratio = PyTorch ms / ours ms "
+        "(> 1 means ours is faster). CL = channels_last.",
+        "",
+        "Reproduce with `make bench` (runs our benchmark and "
+        "`Scripts/bench_torch.py --json`, then this script).",
+        "",
+        "## Summary",
+        "",
+        *summary,
+        "",
+        "## Results",
+        "",
+        *table,
+        "",
+        "## Why we are slower than channels_last on some shapes",
+        "",
+        "_TODO: explanation to be written._",
+        "",
+    ])
+
+    if args.out and args.out != "-":
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(doc)
+    print("\n".join(table))
+    print()
+    print("\n".join(summary))
+    if args.out and args.out != "-":
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+// Batch normalisation over NCHW, per channel, as PyTorch's BatchNorm2d.
+//
+// Dims legend: N batch, C channels, S = H·W plane size, M = N·S values per channel.
+// Training normalises with the biased batch variance and updates the running variance with the
+// unbiased one (M/(M−1)); evaluation uses the running statistics. Sums are formed 8 lanes wide in
+// Float per plane and combined in Double, so M in the millions stays accurate to ~1e-7.
+
+import Foundation
+
+/// Training forward. Writes out, the per-channel batch mean and 1/sqrt(var + eps) (needed by
+/// backward), and updates runningMean/runningVar in place with `momentum`.
+public func batchNormTrainForward(out: UnsafeMutablePointer<Float>, saveMean: UnsafeMutablePointer<Float>,
+                                  saveInvStd: UnsafeMutablePointer<Float>,
+                                  runningMean: UnsafeMutablePointer<Float>?, runningVar: UnsafeMutablePointer<Float>?,
+                                  inp: UnsafePointer<Float>, weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
+                                  n: Int, c: Int, s: Int, eps: Float, momentum: Float) {
+    let m = n * s
+    parallelRanges(c, costPerItem: 4 * m) { r in
+        for ch in r {
+            var total = 0.0
+            for b in 0..<n { total += sum(inp + (b * c + ch) * s, n: s) }
+            let mean = total / Double(m)
+            let fm = Float(mean)
+            var sq = 0.0
+            for b in 0..<n {
+                let p = inp + (b * c + ch) * s
+                var acc = SIMD8<Float>(repeating: 0)
+                let vm = SIMD8<Float>(repeating: fm)
+                var i = 0
+                while i + 8 <= s { let d = load8(p, i) - vm; acc += d * d; i += 8 }
+                var t = Double(acc.sum())
+                while i < s { let d = Double(p[i]) - mean; t += d * d; i += 1 }
+                sq += t
+            }
+            let variance = sq / Double(m)
+            let invStd = Float(1 / (variance + Double(eps)).squareRoot())
+            saveMean[ch] = fm
+            saveInvStd[ch] = invStd
+            if let rm = runningMean, let rv = runningVar {
+                let unbiased = m > 1 ? variance * Double(m) / Double(m - 1) : variance
+                rm[ch] = (1 - momentum) * rm[ch] + momentum * fm
+                rv[ch] = (1 - momentum) * rv[ch] + momentum * Float(unbiased)
+            }
+            let scale = (weight?[ch] ?? 1) * invStd
+            let shift = (bias?[ch] ?? 0) - fm * scale
+            for b in 0..<n {
+                let o = (b * c + ch) * s
+                affineSerial(out + o, inp + o, scale, shift, s)
+            }
+        }
+    }
+}
+
+/// Evaluation forward: out = (inp − runningMean) / sqrt(runningVar + eps) · weight + bias.
+public func batchNormEvalForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
+                                 runningMean: UnsafePointer<Float>, runningVar: UnsafePointer<Float>,
+                                 weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
+                                 n: Int, c: Int, s: Int, eps: Float) {
+    parallelRanges(n * c, costPerItem: s) { r in
+        for p in r {
+            let ch = p % c
+            let invStd = 1 / (runningVar[ch] + eps).squareRoot()
+            let scale = (weight?[ch] ?? 1) * invStd
+            affineSerial(out + p * s, inp + p * s, scale, (bias?[ch] ?? 0) - runningMean[ch] * scale, s)
+        }
+    }
+}
+
+/// Backward through either mode. With `training`, mean/invStd are the saved batch statistics and
+/// dinp = scale/M · (M·dout − Σdout − x̂·Σ(dout·x̂)); in evaluation they are the running statistics
+/// and dinp = dout · scale. dweight = Σ dout·x̂ and dbias = Σ dout in both. All outputs written.
+public func batchNormBackward(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
+                              dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
+                              inp: UnsafePointer<Float>, mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>,
+                              weight: UnsafePointer<Float>?, n: Int, c: Int, s: Int, training: Bool) {
+    let m = n * s
+    parallelRanges(c, costPerItem: 6 * m) { r in
+        for ch in r {
+            let mu = mean[ch], istd = invStd[ch]
+            var sdy = 0.0, sdyx = 0.0  // Σ dout, Σ dout·(x − mean)
+            for b in 0..<n {
+                let o = (b * c + ch) * s
+                let dp = dout + o, xp = inp + o
+                var a1 = SIMD8<Float>(repeating: 0), a2 = SIMD8<Float>(repeating: 0)
+                let vm = SIMD8<Float>(repeating: mu)
+                var i = 0
+                while i + 8 <= s {
+                    let d = load8(dp, i)
+                    a1 += d
+                    a2 += d * (load8(xp, i) - vm)
+                    i += 8
+                }
+                var t1 = Double(a1.sum()), t2 = Double(a2.sum())
+                while i < s { t1 += Double(dp[i]); t2 += Double(dp[i] * (xp[i] - mu)); i += 1 }
+                sdy += t1
+                sdyx += t2
+            }
+            let dxhatSum = sdyx * Double(istd)  // Σ dout·x̂
+            dweight?[ch] = Float(dxhatSum)
+            dbias?[ch] = Float(sdy)
+            guard let dinp else { continue }
+            let g = (weight?[ch] ?? 1) * istd
+            if training {
+                // dx = g·(dy − mean(dy) − (x − μ)·istd²·mean(dy·(x − μ)))
+                let k1 = Float(sdy / Double(m))
+                let k2 = Float(sdyx / Double(m)) * istd * istd
+                for b in 0..<n {
+                    let o = (b * c + ch) * s
+                    let dp = dout + o, xp = inp + o, op = dinp + o
+                    let vg = SIMD8<Float>(repeating: g), v1 = SIMD8<Float>(repeating: k1)
+                    let v2 = SIMD8<Float>(repeating: k2), vm = SIMD8<Float>(repeating: mu)
+                    var i = 0
+                    while i + 8 <= s {
+                        let v = vg * (load8(dp, i) - v1 - (load8(xp, i) - vm) * v2)
+                        UnsafeMutableRawPointer(op + i).storeBytes(of: v, as: SIMD8<Float>.self)
+                        i += 8
+                    }
+                    while i < s { op[i] = g * (dp[i] - k1 - (xp[i] - mu) * k2); i += 1 }
+                }
+            } else {
+                for b in 0..<n {
+                    let o = (b * c + ch) * s
+                    affineSerial(dinp + o, dout + o, g, 0, s)
+                }
+            }
+        }
+    }
+}
+
+/// out = x · scale + shift over one contiguous run (no threading: callers split by plane).
+@inline(__always)
+func affineSerial(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ scale: Float, _ shift: Float, _ n: Int) {
+    let vs = SIMD8<Float>(repeating: scale), vb = SIMD8<Float>(repeating: shift)
+    var i = 0
+    while i + 8 <= n {
+        UnsafeMutableRawPointer(out + i).storeBytes(of: load8(x, i) * vs + vb, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < n { out[i] = x[i] * scale + shift; i += 1 }
+}

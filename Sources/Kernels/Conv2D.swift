@@ -1,0 +1,203 @@
+// 2-D convolution (cross-correlation, as PyTorch) forward, backward-data and backward-weights on
+// oneDNN primitives, grouped and depthwise included.
+//
+// Dims legend: N batch, C input channels, H×W input size, O output channels, G groups,
+// kh×kw kernel, sh×sw stride, ph×pw zero padding, dh×dw dilation, Ho×Wo output size.
+// Buffers are plain NCHW (activations) and O×(C/G)×kh×kw (weights), exactly as PyTorch.
+//
+// Each (shape, pass) gets two candidate plans: oneDNN on the caller's plain layouts, and oneDNN on
+// the layouts it prefers (e.g. nChw8c) with reorders at the edges. The first call times both on
+// the caller's buffers and keeps the faster (SENET_CONV_LAYOUT=plain|blocked forces one). Reference
+// implementations ("ref:*") are never used.
+
+import CDNNL
+import Foundation
+
+/// The geometry of one convolution, with PyTorch's output-size rule
+/// `Ho = ⌊(H + 2·ph − dh·(kh − 1) − 1) / sh⌋ + 1`.
+public struct Conv2DShape: Hashable, Sendable, CustomStringConvertible {
+    public var n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw, groups: Int
+
+    public init(n: Int, c: Int, h: Int, w: Int, o: Int, kh: Int, kw: Int, sh: Int = 1, sw: Int = 1,
+                ph: Int = 0, pw: Int = 0, dh: Int = 1, dw: Int = 1, groups: Int = 1) {
+        (self.n, self.c, self.h, self.w, self.o, self.kh, self.kw) = (n, c, h, w, o, kh, kw)
+        (self.sh, self.sw, self.ph, self.pw, self.dh, self.dw, self.groups) = (sh, sw, ph, pw, dh, dw, groups)
+    }
+
+    public var ho: Int { (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1 }
+    public var wo: Int { (w + 2 * pw - dw * (kw - 1) - 1) / sw + 1 }
+    /// Multiply-accumulates of the forward pass.
+    public var macs: Int { n * o * ho * wo * (c / groups) * kh * kw }
+    public var inputCount: Int { n * c * h * w }
+    public var outputCount: Int { n * o * ho * wo }
+    public var weightCount: Int { o * (c / groups) * kh * kw }
+
+    public var description: String {
+        "N\(n) C\(c) \(h)×\(w) → O\(o) k\(kh)×\(kw) s\(sh)×\(sw) p\(ph)×\(pw) d\(dh)×\(dw) g\(groups)"
+    }
+}
+
+public enum ConvPass: Hashable, Sendable { case forward, backwardData, backwardWeights }
+
+struct ConvKey: Hashable {
+    let shape: Conv2DShape
+    let pass: ConvPass
+    let bias: Bool
+}
+
+enum ConvLayoutPolicy { case auto, plain, blocked }
+
+private let convLayoutPolicy: ConvLayoutPolicy = {
+    switch ProcessInfo.processInfo.environment["SENET_CONV_LAYOUT"] {
+    case "plain": return .plain
+    case "blocked": return .blocked
+    default: return .auto
+    }
+}()
+
+private let convPlans = PlanCache<ConvKey>()
+
+private struct ConvDescs {
+    var src, weights, bias, dst: dnnl_memory_desc_t
+}
+
+private func convDescs(_ s: Conv2DShape, blocked: Bool) -> ConvDescs {
+    let any = dnnl_format_tag_any
+    let wdims = s.groups == 1 ? [s.o, s.c, s.kh, s.kw] : [s.groups, s.o / s.groups, s.c / s.groups, s.kh, s.kw]
+    let wtag = s.groups == 1 ? dnnl_oihw : dnnl_goihw
+    return ConvDescs(
+        src: makeMD([s.n, s.c, s.h, s.w], blocked ? any : dnnl_nchw),
+        weights: makeMD(wdims, blocked ? any : wtag),
+        bias: makeMD([s.o], dnnl_a),
+        dst: makeMD([s.n, s.o, s.ho, s.wo], blocked ? any : dnnl_nchw))
+}
+
+/// The caller's (plain) descriptors.
+private func userDescs(_ s: Conv2DShape) -> ConvDescs { convDescs(s, blocked: false) }
+
+private func forwardPD(_ s: Conv2DShape, blocked: Bool, bias: Bool) -> dnnl_primitive_desc_t? {
+    var d = convDescs(s, blocked: blocked)
+    var desc = dnnl_convolution_desc_t()
+    let strides: [Int64] = [Int64(s.sh), Int64(s.sw)]
+    let dil: [Int64] = [Int64(s.dh - 1), Int64(s.dw - 1)]
+    let pad: [Int64] = [Int64(s.ph), Int64(s.pw)]
+    let st = withUnsafePointer(to: &d.bias) { bp in
+        dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_training, dnnl_convolution_direct,
+                                                   &d.src, &d.weights, bias ? bp : nil, &d.dst,
+                                                   strides, dil, pad, pad)
+    }
+    guard st == dnnl_success else { return nil }
+    return withUnsafePointer(to: &desc) { firstFastPD(UnsafeRawPointer($0), hint: nil) }
+}
+
+private func makePlan(_ key: ConvKey, blocked: Bool) -> DNNLPlan? {
+    let s = key.shape
+    let u = userDescs(s)
+    // The forward descriptor doubles as the hint oneDNN needs for backward primitives; it is kept
+    // alive for the process's lifetime (one per cached shape).
+    guard let fwd = forwardPD(s, blocked: blocked, bias: key.bias) else { return nil }
+    let strides: [Int64] = [Int64(s.sh), Int64(s.sw)]
+    let dil: [Int64] = [Int64(s.dh - 1), Int64(s.dw - 1)]
+    let pad: [Int64] = [Int64(s.ph), Int64(s.pw)]
+    switch key.pass {
+    case .forward:
+        var args: [PlanArg] = [
+            (senet_arg_src, false, u.src, dnnl_query_src_md, 0),
+            (senet_arg_weights, false, u.weights, dnnl_query_weights_md, 0),
+            (senet_arg_dst, true, u.dst, dnnl_query_dst_md, 0)]
+        if key.bias { args.insert((senet_arg_bias, false, u.bias, dnnl_query_weights_md, 1), at: 2) }
+        return DNNLPlan(pd: fwd, args: args)
+    case .backwardData:
+        var d = convDescs(s, blocked: blocked)
+        var desc = dnnl_convolution_desc_t()
+        guard dnnl_dilated_convolution_backward_data_desc_init(
+            &desc, dnnl_convolution_direct, &d.src, &d.weights, &d.dst, strides, dil, pad, pad) == dnnl_success,
+              let pd = withUnsafePointer(to: &desc, { firstFastPD(UnsafeRawPointer($0), hint: fwd) })
+        else { return nil }
+        defer { dnnl_primitive_desc_destroy(pd) }
+        return DNNLPlan(pd: pd, args: [
+            (senet_arg_diff_dst, false, u.dst, dnnl_query_diff_dst_md, 0),
+            (senet_arg_weights, false, u.weights, dnnl_query_weights_md, 0),
+            (senet_arg_diff_src, true, u.src, dnnl_query_diff_src_md, 0)])
+    case .backwardWeights:
+        var d = convDescs(s, blocked: blocked)
+        var desc = dnnl_convolution_desc_t()
+        let st = withUnsafePointer(to: &d.bias) { bp in
+            dnnl_dilated_convolution_backward_weights_desc_init(
+                &desc, dnnl_convolution_direct, &d.src, &d.weights, key.bias ? bp : nil, &d.dst,
+                strides, dil, pad, pad)
+        }
+        guard st == dnnl_success,
+              let pd = withUnsafePointer(to: &desc, { firstFastPD(UnsafeRawPointer($0), hint: fwd) })
+        else { return nil }
+        defer { dnnl_primitive_desc_destroy(pd) }
+        var args: [PlanArg] = [
+            (senet_arg_src, false, u.src, dnnl_query_src_md, 0),
+            (senet_arg_diff_dst, false, u.dst, dnnl_query_diff_dst_md, 0),
+            (senet_arg_diff_weights, true, u.weights, dnnl_query_diff_weights_md, 0)]
+        if key.bias { args.append((senet_arg_diff_bias, true, u.bias, dnnl_query_diff_weights_md, 1)) }
+        return DNNLPlan(pd: pd, args: args)
+    }
+}
+
+/// Returns the plan for `key`, choosing between the plain and blocked variants on first use by
+/// timing both on the caller's buffers.
+private func convExecute(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer]) {
+    if let plan = convPlans.cached(key) {
+        plan.execute(pointers)
+        return
+    }
+    var candidates: [DNNLPlan] = []
+    if convLayoutPolicy != .blocked, let p = makePlan(key, blocked: false) { candidates.append(p) }
+    if convLayoutPolicy != .plain, let p = makePlan(key, blocked: true) { candidates.append(p) }
+    if candidates.isEmpty, let p = makePlan(key, blocked: convLayoutPolicy == .plain) { candidates.append(p) }
+    guard !candidates.isEmpty else {
+        fatalError("conv2d: oneDNN has no non-reference implementation for \(key.shape) (\(key.pass))")
+    }
+    var best = candidates[0]
+    if candidates.count > 1 {
+        var bestTime = Double.infinity
+        for p in candidates {
+            p.execute(pointers)  // warm-up: JIT, page faults
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            p.execute(pointers)
+            let t = Double(DispatchTime.now().uptimeNanoseconds - t0)
+            if t < bestTime { bestTime = t; best = p }
+        }
+    }
+    best.execute(pointers)
+    convPlans.store(key, best)
+}
+
+/// The oneDNN implementation chosen for a shape and pass (for benchmarks and diagnostics), or nil
+/// if the shape has not run yet.
+public func conv2dImplementation(_ shape: Conv2DShape, pass: ConvPass, bias: Bool = false) -> String? {
+    convPlans.cached(ConvKey(shape: shape, pass: pass, bias: bias))?.impl
+}
+
+/// out[N,O,Ho,Wo] = conv(inp[N,C,H,W], weight[O,C/G,kh,kw]) + bias[O].
+public func conv2dForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
+                          weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, _ s: Conv2DShape) {
+    var ptrs = [UnsafeMutableRawPointer(mutating: inp), UnsafeMutableRawPointer(mutating: weight)]
+    if let b = bias { ptrs.append(UnsafeMutableRawPointer(mutating: b)) }
+    ptrs.append(UnsafeMutableRawPointer(out))
+    convExecute(ConvKey(shape: s, pass: .forward, bias: bias != nil), ptrs)
+}
+
+/// dinp[N,C,H,W] = ∂L/∂inp given dout[N,O,Ho,Wo]. Writes (does not accumulate): the autograd
+/// tape sums fan-out, which lets oneDNN write its result in place.
+public func conv2dBackwardData(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+                               weight: UnsafePointer<Float>, _ s: Conv2DShape) {
+    convExecute(ConvKey(shape: s, pass: .backwardData, bias: false),
+                [UnsafeMutableRawPointer(mutating: dout), UnsafeMutableRawPointer(mutating: weight),
+                 UnsafeMutableRawPointer(dinp)])
+}
+
+/// dweight[O,C/G,kh,kw] (and dbias[O]) from inp and dout. Writes (does not accumulate).
+public func conv2dBackwardWeights(dweight: UnsafeMutablePointer<Float>, dbias: UnsafeMutablePointer<Float>?,
+                                  inp: UnsafePointer<Float>, dout: UnsafePointer<Float>, _ s: Conv2DShape) {
+    var ptrs = [UnsafeMutableRawPointer(mutating: inp), UnsafeMutableRawPointer(mutating: dout),
+                UnsafeMutableRawPointer(dweight)]
+    if let db = dbias { ptrs.append(UnsafeMutableRawPointer(db)) }
+    convExecute(ConvKey(shape: s, pass: .backwardWeights, bias: dbias != nil), ptrs)
+}

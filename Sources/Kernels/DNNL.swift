@@ -1,0 +1,214 @@
+// The oneDNN runtime: one CPU engine and stream for the process, primitive creation that refuses
+// reference ("ref:*") implementations, and the plan object that binds a primitive to user buffers
+// with reorders at its edges.
+//
+// Why plans: creating a oneDNN primitive costs milliseconds (JIT code generation), so every
+// primitive is built once per (op, shape) and cached; a plan also owns the scratch buffers for
+// operands whose preferred layout (e.g. nChw8c) differs from the caller's plain NCHW.
+
+import CDNNL
+import Foundation
+
+/// A oneDNN call failed. The message names the call and the shapes involved.
+public struct DNNLError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+@inline(__always)
+func dnnlCheck(_ status: dnnl_status_t, _ what: @autoclosure () -> String) {
+    if status != dnnl_success {
+        fatalError("oneDNN: \(what()) failed with status \(status.rawValue)")
+    }
+}
+
+/// The process-wide oneDNN CPU engine and in-order stream.
+final class DNNLRuntime: @unchecked Sendable {
+    static let shared = DNNLRuntime()
+    let engine: dnnl_engine_t
+    let stream: dnnl_stream_t
+    /// Serialises primitive execution: oneDNN parallelises inside each primitive (OpenMP), and
+    /// plans own scratch buffers that two callers must not share.
+    let lock = NSLock()
+
+    private init() {
+        var e: dnnl_engine_t?
+        dnnlCheck(dnnl_engine_create(&e, dnnl_cpu, 0), "dnnl_engine_create")
+        engine = e!
+        var s: dnnl_stream_t?
+        dnnlCheck(dnnl_stream_create(&s, engine, dnnl_stream_default_flags.rawValue), "dnnl_stream_create")
+        stream = s!
+    }
+}
+
+/// A plain memory descriptor with the given dims and format tag.
+func makeMD(_ dims: [Int], _ tag: dnnl_format_tag_t) -> dnnl_memory_desc_t {
+    var md = dnnl_memory_desc_t()
+    let d = dims.map { Int64($0) }
+    dnnlCheck(dnnl_memory_desc_init_by_tag(&md, Int32(d.count), d, dnnl_f32, tag),
+              "dnnl_memory_desc_init_by_tag \(dims)")
+    return md
+}
+
+/// The implementation name of a primitive descriptor (e.g. "jit:avx2", "gemm:jit", "ref:any").
+func implName(_ pd: dnnl_primitive_desc_t) -> String {
+    var cstr: UnsafePointer<CChar>?
+    _ = withUnsafeMutablePointer(to: &cstr) { p in
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, UnsafeMutableRawPointer(p))
+    }
+    return cstr.map { String(cString: $0) } ?? "?"
+}
+
+/// Creates the first non-reference primitive descriptor for an op descriptor, or nil when only
+/// reference implementations exist. Debian's 2.6.3 has no AVX2 kernel for some layouts (NHWC f32)
+/// and silently falls back to "ref:any", ~10^5x slower: we never run those.
+func firstFastPD(_ opDesc: UnsafeRawPointer, hint: dnnl_primitive_desc_t?) -> dnnl_primitive_desc_t? {
+    let rt = DNNLRuntime.shared
+    var it: dnnl_primitive_desc_iterator_t?
+    let status = dnnl_primitive_desc_iterator_create(&it, opDesc, nil, rt.engine, hint)
+    guard status == dnnl_success, let iter = it else { return nil }
+    defer { dnnl_primitive_desc_iterator_destroy(iter) }
+    repeat {
+        if let pd = dnnl_primitive_desc_iterator_fetch(iter) {
+            if !implName(pd).hasPrefix("ref") { return pd }
+            dnnl_primitive_desc_destroy(pd)
+        }
+    } while dnnl_primitive_desc_iterator_next(iter) == dnnl_success
+    return nil
+}
+
+/// One operand of a planned primitive: the caller's plain-layout buffer and, when the primitive
+/// prefers another layout, a scratch buffer plus the reorder between the two.
+final class PlanOperand {
+    let arg: Int32
+    let isOutput: Bool
+    let userMem: dnnl_memory_t
+    let primMem: dnnl_memory_t
+    let reorder: dnnl_primitive_t?
+    let scratch: UnsafeMutableRawPointer?
+
+    init(arg: Int32, isOutput: Bool, user: dnnl_memory_desc_t, prim: dnnl_memory_desc_t) {
+        let rt = DNNLRuntime.shared
+        self.arg = arg
+        self.isOutput = isOutput
+        var u = user, p = prim
+        var um: dnnl_memory_t?
+        dnnlCheck(dnnl_memory_create(&um, &u, rt.engine, nil), "dnnl_memory_create")
+        userMem = um!
+        if dnnl_memory_desc_equal(&u, &p) != 0 {
+            primMem = userMem
+            reorder = nil
+            scratch = nil
+        } else {
+            let size = max(dnnl_memory_desc_get_size(&p), 64)
+            let buf = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+            scratch = buf
+            var pm: dnnl_memory_t?
+            dnnlCheck(dnnl_memory_create(&pm, &p, rt.engine, buf), "dnnl_memory_create")
+            primMem = pm!
+            var rpd: dnnl_primitive_desc_t?
+            if isOutput {
+                dnnlCheck(dnnl_reorder_primitive_desc_create(&rpd, &p, rt.engine, &u, rt.engine, nil), "reorder pd")
+            } else {
+                dnnlCheck(dnnl_reorder_primitive_desc_create(&rpd, &u, rt.engine, &p, rt.engine, nil), "reorder pd")
+            }
+            var r: dnnl_primitive_t?
+            dnnlCheck(dnnl_primitive_create(&r, rpd), "reorder primitive")
+            dnnl_primitive_desc_destroy(rpd)
+            reorder = r
+        }
+    }
+
+    deinit {
+        if let r = reorder { dnnl_primitive_destroy(r) }
+        if primMem != userMem { dnnl_memory_destroy(primMem) }
+        dnnl_memory_destroy(userMem)
+        scratch?.deallocate()
+    }
+}
+
+typealias PlanArg = (Int32, Bool, dnnl_memory_desc_t, dnnl_query_t, Int)
+
+/// A primitive with its operands, executable on raw pointers in the caller's plain layouts.
+final class DNNLPlan {
+    let primitive: dnnl_primitive_t
+    let operands: [PlanOperand]
+    let impl: String
+
+    /// `args`: (argument index, is output, the caller's memory descriptor, the primitive's query
+    /// and its index — e.g. a bias is `weights_md` index 1).
+    init(pd: dnnl_primitive_desc_t, args: [PlanArg]) {
+        impl = implName(pd)
+        operands = args.map { (arg, out, user, q, i) in
+            let prim = dnnl_primitive_desc_query_md(pd, q, Int32(i))!.pointee
+            return PlanOperand(arg: arg, isOutput: out, user: user, prim: prim)
+        }
+        var p: dnnl_primitive_t?
+        dnnlCheck(dnnl_primitive_create(&p, pd), "dnnl_primitive_create (\(impl))")
+        primitive = p!
+    }
+
+    deinit { dnnl_primitive_destroy(primitive) }
+
+    /// Runs the primitive; `pointers[i]` is the caller's buffer for `operands[i]`.
+    func execute(_ pointers: [UnsafeMutableRawPointer]) {
+        let rt = DNNLRuntime.shared
+        rt.lock.lock()
+        defer { rt.lock.unlock() }
+        for (op, ptr) in zip(operands, pointers) {
+            dnnl_memory_set_data_handle(op.userMem, ptr)
+        }
+        for op in operands where !op.isOutput {
+            if let r = op.reorder { runReorder(r, from: op.userMem, to: op.primMem) }
+        }
+        var args = operands.map { dnnl_exec_arg_t(arg: $0.arg, memory: $0.primMem) }
+        dnnlCheck(dnnl_primitive_execute(primitive, rt.stream, Int32(args.count), &args), "execute \(impl)")
+        for op in operands where op.isOutput {
+            if let r = op.reorder { runReorder(r, from: op.primMem, to: op.userMem) }
+        }
+        dnnlCheck(dnnl_stream_wait(rt.stream), "dnnl_stream_wait")
+    }
+
+    private func runReorder(_ r: dnnl_primitive_t, from: dnnl_memory_t, to: dnnl_memory_t) {
+        var args = [dnnl_exec_arg_t(arg: senet_arg_from, memory: from),
+                    dnnl_exec_arg_t(arg: senet_arg_to, memory: to)]
+        dnnlCheck(dnnl_primitive_execute(r, DNNLRuntime.shared.stream, 2, &args), "reorder")
+    }
+}
+
+/// A thread-safe cache of plans keyed by a hashable shape description.
+final class PlanCache<Key: Hashable>: @unchecked Sendable {
+    private var plans: [Key: DNNLPlan] = [:]
+    private let lock = NSLock()
+
+    func plan(_ key: Key, make: () -> DNNLPlan) -> DNNLPlan {
+        lock.lock()
+        defer { lock.unlock() }
+        if let p = plans[key] { return p }
+        let p = make()
+        plans[key] = p
+        return p
+    }
+
+    func cached(_ key: Key) -> DNNLPlan? {
+        lock.lock()
+        defer { lock.unlock() }
+        return plans[key]
+    }
+
+    func store(_ key: Key, _ plan: DNNLPlan) {
+        lock.lock()
+        defer { lock.unlock() }
+        plans[key] = plan
+    }
+}
+
+/// Row-major single-precision GEMM through oneDNN: C = alpha·op(A)·op(B) + beta·C, with
+/// op(A) M×K and op(B) K×N. `lda`, `ldb`, `ldc` are row strides.
+public func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+                  a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                  beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    if m == 0 || n == 0 { return }
+    let st = dnnl_sgemm(transA ? 84 : 78, transB ? 84 : 78, Int64(m), Int64(n), Int64(k), alpha,
+                        a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc))
+    dnnlCheck(st, "dnnl_sgemm m=\(m) n=\(n) k=\(k)")
+}

@@ -1,0 +1,173 @@
+// Elementwise activations and arithmetic over contiguous Float buffers.
+//
+// Conventions (llm.c style): outputs first, then inputs, then the element count `n`.
+// Backward kernels *write* their gradient; the autograd tape sums fan-out (see Conv2D.swift).
+// Loops run 8 lanes at a time (SIMD8<Float>, AVX2 when built with -target-cpu haswell) and split
+// across cores once large enough.
+
+import Foundation
+
+@inline(__always)
+private func simdMap(_ out: UnsafeMutablePointer<Float>, _ n: Int, cost: Int = 1,
+                     _ vec: (Int) -> SIMD8<Float>, _ scalar: (Int) -> Float) {
+    parallelRanges(n, costPerItem: cost) { r in
+        var i = r.lowerBound
+        let end = r.upperBound
+        while i + 8 <= end {
+            UnsafeMutableRawPointer(out + i).storeBytes(of: vec(i), as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < end { out[i] = scalar(i); i += 1 }
+    }
+}
+
+@inline(__always)
+func load8(_ p: UnsafePointer<Float>, _ i: Int) -> SIMD8<Float> {
+    UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)
+}
+
+// MARK: ReLU
+
+/// out = max(inp, 0)
+public func reluForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, n: Int) {
+    let zero = SIMD8<Float>(repeating: 0)
+    simdMap(out, n, { pointwiseMax(load8(inp, $0), zero) }, { max(inp[$0], 0) })
+}
+
+/// dinp = dout where out > 0 (PyTorch's rule: the gradient at exactly 0 is 0).
+public func reluBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+                         out: UnsafePointer<Float>, n: Int) {
+    let zero = SIMD8<Float>(repeating: 0)
+    simdMap(dinp, n, { i in
+        let d = load8(dout, i)
+        return d.replacing(with: zero, where: load8(out, i) .<= zero)
+    }, { out[$0] > 0 ? dout[$0] : 0 })
+}
+
+// MARK: Sigmoid, tanh, hard-sigmoid
+
+/// out = 1 / (1 + e^(−inp))
+public func sigmoidForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, n: Int) {
+    parallelRanges(n, costPerItem: 20) { r in
+        for i in r { out[i] = 1 / (1 + expf(-inp[i])) }
+    }
+}
+
+/// dinp = dout · out · (1 − out)
+public func sigmoidBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+                            out: UnsafePointer<Float>, n: Int) {
+    let one = SIMD8<Float>(repeating: 1)
+    simdMap(dinp, n, { i in let y = load8(out, i); return load8(dout, i) * y * (one - y) },
+            { dout[$0] * out[$0] * (1 - out[$0]) })
+}
+
+/// out = tanh(inp)
+public func tanhForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, n: Int) {
+    parallelRanges(n, costPerItem: 20) { r in
+        for i in r { out[i] = tanhf(inp[i]) }
+    }
+}
+
+/// dinp = dout · (1 − out²)
+public func tanhBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+                         out: UnsafePointer<Float>, n: Int) {
+    let one = SIMD8<Float>(repeating: 1)
+    simdMap(dinp, n, { i in let y = load8(out, i); return load8(dout, i) * (one - y * y) },
+            { dout[$0] * (1 - out[$0] * out[$0]) })
+}
+
+/// out = clamp(inp / 6 + 1/2, 0, 1) (PyTorch `hardsigmoid`, MobileNetV3's SE gate).
+public func hardSigmoidForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, n: Int) {
+    let zero = SIMD8<Float>(repeating: 0), one = SIMD8<Float>(repeating: 1)
+    let sixth = SIMD8<Float>(repeating: 1 / 6), half = SIMD8<Float>(repeating: 0.5)
+    simdMap(out, n, { i in
+        pointwiseMin(pointwiseMax(load8(inp, i) * sixth + half, zero), one)
+    }, { min(max(inp[$0] / 6 + 0.5, 0), 1) })
+}
+
+/// dinp = dout / 6 where −3 < inp < 3, else 0.
+public func hardSigmoidBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+                                inp: UnsafePointer<Float>, n: Int) {
+    parallelRanges(n) { r in
+        for i in r { dinp[i] = (inp[i] > -3 && inp[i] < 3) ? dout[i] / 6 : 0 }
+    }
+}
+
+// MARK: Arithmetic
+
+/// out = a + b
+public func add(out: UnsafeMutablePointer<Float>, a: UnsafePointer<Float>, b: UnsafePointer<Float>, n: Int) {
+    simdMap(out, n, { load8(a, $0) + load8(b, $0) }, { a[$0] + b[$0] })
+}
+
+/// out = a · b
+public func mul(out: UnsafeMutablePointer<Float>, a: UnsafePointer<Float>, b: UnsafePointer<Float>, n: Int) {
+    simdMap(out, n, { load8(a, $0) * load8(b, $0) }, { a[$0] * b[$0] })
+}
+
+/// out = a · s + b (scalars s and b)
+public func affine(out: UnsafeMutablePointer<Float>, a: UnsafePointer<Float>, scale s: Float, shift b: Float, n: Int) {
+    let vs = SIMD8<Float>(repeating: s), vb = SIMD8<Float>(repeating: b)
+    simdMap(out, n, { load8(a, $0) * vs + vb }, { a[$0] * s + b })
+}
+
+/// acc += x
+public func accumulate(_ acc: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, n: Int) {
+    simdMap(acc, n, { load8(acc, $0) + load8(x, $0) }, { acc[$0] + x[$0] })
+}
+
+/// Sum of n floats, accumulated 8 lanes wide in Float and combined in Double.
+public func sum(_ x: UnsafePointer<Float>, n: Int) -> Double {
+    var acc = SIMD8<Float>(repeating: 0)
+    var i = 0
+    var total = 0.0
+    while i + 8 <= n {
+        acc += load8(x, i)
+        i += 8
+        if i & 4095 == 0 { total += Double(acc.sum()); acc = .zero }
+    }
+    total += Double(acc.sum())
+    while i < n { total += Double(x[i]); i += 1 }
+    return total
+}
+
+/// Per-plane scale: out[p, i] = x[p, i] · s[p] for `planes` planes of `size` elements
+/// (the SE block's channel recalibration, s of shape N×C).
+public func scalePlanes(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, s: UnsafePointer<Float>,
+                        planes: Int, size: Int) {
+    parallelRanges(planes, costPerItem: size) { r in
+        for p in r {
+            let sv = SIMD8<Float>(repeating: s[p]), sc = s[p]
+            let xo = x + p * size, oo = out + p * size
+            var i = 0
+            while i + 8 <= size {
+                UnsafeMutableRawPointer(oo + i).storeBytes(of: load8(xo, i) * sv, as: SIMD8<Float>.self)
+                i += 8
+            }
+            while i < size { oo[i] = xo[i] * sc; i += 1 }
+        }
+    }
+}
+
+/// Per-plane sums: out[p] = Σ_i x[p, i] (the SE squeeze, and ∂/∂s of the channel scale).
+public func sumPlanes(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, planes: Int, size: Int) {
+    parallelRanges(planes, costPerItem: size) { r in
+        for p in r { out[p] = Float(sum(x + p * size, n: size)) }
+    }
+}
+
+/// Per-plane dot products: out[p] = Σ_i a[p, i] · b[p, i].
+public func dotPlanes(out: UnsafeMutablePointer<Float>, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+                      planes: Int, size: Int) {
+    parallelRanges(planes, costPerItem: size) { r in
+        for p in r {
+            let ap = a + p * size, bp = b + p * size
+            var acc = SIMD8<Float>(repeating: 0)
+            var i = 0
+            while i + 8 <= size { acc += load8(ap, i) * load8(bp, i); i += 8 }
+            var t = Double(acc.sum())
+            while i < size { t += Double(ap[i] * bp[i]); i += 1 }
+            out[p] = Float(t)
+        }
+    }
+}

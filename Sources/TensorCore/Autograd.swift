@@ -1,0 +1,126 @@
+// Reverse-mode automatic differentiation over a tape.
+//
+// Recording happens only inside `valueAndGradient` (or `GradientTape.record`): each op whose
+// inputs are on the active tape appends one entry — the tape indices of its inputs and a pullback
+// that maps the output's gradient to the inputs' gradients. Backward walks the tape in reverse
+// (already a topological order) and sums the gradients of a tensor consumed several times.
+// Outside a recording, and inside `withoutGradients`, ops record nothing and pullbacks capture
+// nothing, so activations die as soon as the caller drops them.
+
+import Kernels
+
+/// A recording of differentiable operations.
+public final class GradientTape {
+    /// Maps the output gradient to one gradient per input; `needed[i]` is false for inputs that
+    /// are not on the tape (the pullback may skip them and return nil).
+    public typealias Pullback = (_ gradient: Tensor, _ needed: [Bool]) -> [Tensor?]
+
+    struct Entry {
+        let inputs: [Int]  // tape indices, −1 for untracked inputs
+        let pullback: Pullback?  // nil for leaves
+    }
+
+    var entries: [Entry] = []
+
+    @TaskLocal static var current: GradientTape?
+
+    public init() {}
+
+    /// Marks `x` as a leaf of this tape (a variable to differentiate with respect to).
+    public func watch(_ x: Tensor) -> Tensor {
+        var t = x
+        t.trace = (ObjectIdentifier(self), entries.count)
+        entries.append(Entry(inputs: [], pullback: nil))
+        return t
+    }
+
+    /// Runs `body` with this tape recording.
+    public func record<R>(_ body: () throws -> R) rethrows -> R {
+        try GradientTape.$current.withValue(self) { try body() }
+    }
+
+    /// Gradients of `output` (which must have been recorded on this tape) with respect to each of
+    /// `inputs`, seeded with `seed` (ones of the output's shape when nil). Consumes the tape.
+    public func gradients(of output: Tensor, seed: Tensor? = nil, wrt inputs: [Tensor]) -> [Tensor] {
+        let id = ObjectIdentifier(self)
+        var grads = [Tensor?](repeating: nil, count: entries.count)
+        if let t = output.trace, t.tape == id {
+            grads[t.index] = seed ?? Tensor.ones(output.shape)
+        }
+        for i in stride(from: entries.count - 1, through: 0, by: -1) {
+            guard let g = grads[i], let pullback = entries[i].pullback else { continue }
+            let ins = entries[i].inputs
+            let inputGrads = pullback(g, ins.map { $0 >= 0 })
+            for (j, gi) in zip(ins, inputGrads) where j >= 0 {
+                guard let gi else { continue }
+                if let acc = grads[j] { grads[j] = Tensor.accumulating(acc, gi) } else { grads[j] = gi }
+            }
+            if i > 0 && entries[i].pullback != nil { grads[i] = nil }  // free as we go
+        }
+        entries.removeAll()
+        return inputs.map { x in
+            if let t = x.trace, t.tape == id, let g = grads[t.index] { return g }
+            return Tensor.zeros(x.shape)
+        }
+    }
+
+    /// Records `out` as produced from `inputs` by an op with the given pullback, when a tape is
+    /// recording and at least one input is on it. Ops call this after computing their result.
+    static func record(_ out: inout Tensor, _ inputs: [Tensor], _ pullback: @escaping Pullback) {
+        guard let tape = current else { return }
+        let id = ObjectIdentifier(tape)
+        var any = false
+        let idx = inputs.map { x -> Int in
+            if let t = x.trace, t.tape == id { any = true; return t.index }
+            return -1
+        }
+        guard any else { return }
+        out.trace = (id, tape.entries.count)
+        tape.entries.append(Entry(inputs: idx, pullback: pullback))
+    }
+
+    /// True when an op's result would be recorded (lets ops skip saving what only backward needs).
+    static func isRecording(_ inputs: Tensor...) -> Bool {
+        guard let tape = current else { return false }
+        let id = ObjectIdentifier(tape)
+        return inputs.contains { $0.trace?.tape == id }
+    }
+}
+
+extension Tensor {
+    /// a + b for equal shapes (gradient accumulation; never recorded).
+    static func accumulating(_ a: Tensor, _ b: Tensor) -> Tensor {
+        var out = a
+        out.trace = nil
+        out.withUnsafeMutablePointer { o in b.withUnsafePointer { accumulate(o, $0, n: b.count) } }
+        return out
+    }
+
+    /// Whether this tensor is on the active gradient tape.
+    public var isTracked: Bool { GradientTape.isRecording(self) }
+
+    /// The same values, detached from any tape (gradients stop here).
+    public var detached: Tensor { var t = self; t.trace = nil; return t }
+}
+
+/// Runs `body` without recording gradients: nothing is taped, no activation is kept for backward.
+public func withoutGradients<R>(_ body: () throws -> R) rethrows -> R {
+    try GradientTape.$current.withValue(nil) { try body() }
+}
+
+/// The value of `f` at `inputs` and its gradient with respect to each input. `f` must return a
+/// one-element tensor (a loss).
+public func valueAndGradient(at inputs: [Tensor], of f: ([Tensor]) -> Tensor) -> (value: Tensor, gradients: [Tensor]) {
+    let tape = GradientTape()
+    let watched = inputs.map { tape.watch($0) }
+    let y = tape.record { f(watched) }
+    if y.count != 1 { shapeFailure("valueAndGradient", "the function must return one element, got shape \(y.shape)") }
+    let g = tape.gradients(of: y, wrt: watched)
+    return (y.detached, g)
+}
+
+/// Single-input convenience for `valueAndGradient(at:of:)`.
+public func valueAndGradient(at x: Tensor, of f: (Tensor) -> Tensor) -> (value: Tensor, gradient: Tensor) {
+    let (v, g) = valueAndGradient(at: [x]) { f($0[0]) }
+    return (v, g[0])
+}

@@ -1,0 +1,50 @@
+// Pointwise non-linearities: ReLU (He et al.), sigmoid (the SE gate, paper §3.2), tanh and
+// hard-sigmoid (the paper's Table 12 gate ablation; MobileNetV3's SE gate).
+
+import Kernels
+
+typealias UnaryKernel = (UnsafeMutablePointer<Float>, UnsafePointer<Float>, Int) -> Void
+
+/// Applies a pointwise kernel; its pullback reads the output (`fromOutput`) or the input.
+func pointwise(_ x: Tensor, _ forward: UnaryKernel, fromOutput: Bool,
+               _ backward: @escaping (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Void) -> Tensor {
+    var out = Tensor(uninitializedShape: x.shape)
+    out.withUnsafeMutablePointer { o in x.withUnsafePointer { forward(o, $0, x.count) } }
+    if GradientTape.isRecording(x) {
+        let saved = fromOutput ? out.detached : x.detached
+        GradientTape.record(&out, [x]) { g, _ in
+            var dx = Tensor(uninitializedShape: g.shape)
+            dx.withUnsafeMutablePointer { d in g.withUnsafePointer { pg in saved.withUnsafePointer { backward(d, pg, $0, g.count) } } }
+            return [dx]
+        }
+    }
+    return out
+}
+
+/// max(x, 0), any shape. Gradient 1 where the output is positive.
+public func relu(_ x: Tensor) -> Tensor {
+    pointwise(x, { reluForward(out: $0, inp: $1, n: $2) }, fromOutput: true) {
+        reluBackward(dinp: $0, dout: $1, out: $2, n: $3)
+    }
+}
+
+/// 1 / (1 + e^−x), any shape.
+public func sigmoid(_ x: Tensor) -> Tensor {
+    pointwise(x, { sigmoidForward(out: $0, inp: $1, n: $2) }, fromOutput: true) {
+        sigmoidBackward(dinp: $0, dout: $1, out: $2, n: $3)
+    }
+}
+
+/// tanh(x), any shape.
+public func tanh(_ x: Tensor) -> Tensor {
+    pointwise(x, { tanhForward(out: $0, inp: $1, n: $2) }, fromOutput: true) {
+        tanhBackward(dinp: $0, dout: $1, out: $2, n: $3)
+    }
+}
+
+/// clamp(x/6 + 1/2, 0, 1), any shape (PyTorch `hardsigmoid`).
+public func hardSigmoid(_ x: Tensor) -> Tensor {
+    pointwise(x, { hardSigmoidForward(out: $0, inp: $1, n: $2) }, fromOutput: false) {
+        hardSigmoidBackward(dinp: $0, dout: $1, inp: $2, n: $3)
+    }
+}

@@ -1,0 +1,74 @@
+// Batch normalisation (Ioffe & Szegedy 2015) as PyTorch's `F.batch_norm` on N×C×H×W (or N×C).
+
+import Kernels
+
+/// Normalises each channel of `x` [N, C, …] and applies `weight`·x̂ + `bias` ([C] each).
+///
+/// Training: batch mean and biased variance; the running statistics are updated in place with
+/// `momentum` (new = (1 − m)·old + m·batch), the variance term unbiased (×M/(M − 1), M = N·H·W).
+/// Evaluation: the running statistics. Gradients: input, weight, bias (in both modes).
+public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: inout Tensor, runningVar: inout Tensor,
+                      training: Bool, momentum: Float = 0.1, eps: Float = 1e-5) -> Tensor {
+    let op = "batchNorm"
+    if x.rank < 2 { shapeFailure(op, "input \(x.shape) must be at least 2-D (N×C…)") }
+    let (n, c) = (x.shape[0], x.shape[1])
+    let s = x.shape.dropFirst(2).reduce(1, *)
+    for (name, t) in [("weight", weight), ("bias", bias), ("runningMean", runningMean), ("runningVar", runningVar)] {
+        if let t, t.shape != [c] { shapeFailure(op, "input \(x.shape) has \(c) channels but \(name) has shape \(t.shape)") }
+    }
+    if training && n * s < 2 { shapeFailure(op, "input \(x.shape) has one value per channel; training needs more than one") }
+    var out = Tensor(uninitializedShape: x.shape)
+    var mean: Tensor, invStd: Tensor
+    if training {
+        mean = Tensor(uninitializedShape: [c]); invStd = Tensor(uninitializedShape: [c])
+        out.withUnsafeMutablePointer { po in mean.withUnsafeMutablePointer { pm in invStd.withUnsafeMutablePointer { pi in
+            runningMean.withUnsafeMutablePointer { rm in runningVar.withUnsafeMutablePointer { rv in
+                x.withUnsafePointer { px in optionalPointer(weight) { pw in optionalPointer(bias) { pb in
+                    batchNormTrainForward(out: po, saveMean: pm, saveInvStd: pi, runningMean: rm, runningVar: rv,
+                                          inp: px, weight: pw, bias: pb, n: n, c: c, s: s, eps: eps, momentum: momentum)
+                } } }
+            } }
+        } } }
+    } else {
+        out.withUnsafeMutablePointer { po in runningMean.withUnsafePointer { rm in runningVar.withUnsafePointer { rv in
+            x.withUnsafePointer { px in optionalPointer(weight) { pw in optionalPointer(bias) { pb in
+                batchNormEvalForward(out: po, inp: px, runningMean: rm, runningVar: rv, weight: pw, bias: pb, n: n, c: c, s: s, eps: eps)
+            } } }
+        } } }
+        mean = runningMean.detached
+        invStd = Tensor(shape: [c], scalars: runningVar.scalars.map { 1 / ($0 + eps).squareRoot() })
+    }
+    var inputs = [x]
+    if let weight { inputs.append(weight) }
+    if let bias { inputs.append(bias) }
+    let xs = x.detached, ws = weight?.detached
+    let hasW = weight != nil
+    GradientTape.record(&out, inputs) { g, need in
+        var dx: Tensor? = need[0] ? Tensor(uninitializedShape: xs.shape) : nil
+        var dw = Tensor(uninitializedShape: [c]), db = Tensor(uninitializedShape: [c])
+        g.withUnsafePointer { pg in xs.withUnsafePointer { px in mean.withUnsafePointer { pm in invStd.withUnsafePointer { pi in
+            optionalPointer(ws) { pw in dw.withUnsafeMutablePointer { pdw in db.withUnsafeMutablePointer { pdb in
+                optionalMutablePointer(&dx) { pdx in
+                    batchNormBackward(dinp: pdx, dweight: pdw, dbias: pdb, dout: pg, inp: px, mean: pm, invStd: pi,
+                                      weight: pw, n: n, c: c, s: s, training: training)
+                }
+            } } }
+        } } } }
+        var grads: [Tensor?] = [dx]
+        if hasW { grads.append(dw) }
+        if need.count > grads.count { grads.append(db) }
+        return grads
+    }
+    return out
+}
+
+/// Calls `body` with the tensor's pointer, or nil.
+func optionalPointer<R>(_ t: Tensor?, _ body: (UnsafePointer<Float>?) -> R) -> R {
+    if let t { return t.withUnsafePointer { body($0) } }
+    return body(nil)
+}
+
+func optionalMutablePointer<R>(_ t: inout Tensor?, _ body: (UnsafeMutablePointer<Float>?) -> R) -> R {
+    if t == nil { return body(nil) }
+    return t!.withUnsafeMutablePointer { body($0) }
+}

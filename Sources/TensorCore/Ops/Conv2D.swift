@@ -1,0 +1,68 @@
+// 2-D convolution as PyTorch's `F.conv2d` (cross-correlation), on oneDNN.
+
+import Kernels
+
+/// Convolution of `x` [N, C, H, W] with `weight` [O, C/groups, kh, kw] plus optional `bias` [O].
+///
+/// Output [N, O, Ho, Wo] with `Ho = ⌊(H + 2·padding.0 − dilation.0·(kh − 1) − 1) / stride.0⌋ + 1`
+/// (same for W). `groups` splits channels into independent convolutions (ResNeXt's cardinality;
+/// `groups == C == O` is depthwise). Gradients: input, weight and bias, each on oneDNN.
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: (Int, Int) = (1, 1),
+                   padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), groups: Int = 1) -> Tensor {
+    let op = "conv2d"
+    if x.rank != 4 || weight.rank != 4 {
+        shapeFailure(op, "input \(x.shape) and weight \(weight.shape) must both be 4-D (N×C×H×W, O×C/groups×kh×kw)")
+    }
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (o, cg, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
+    if groups < 1 || c % groups != 0 || o % groups != 0 || cg * groups != c {
+        shapeFailure(op, "input \(x.shape) has \(c) channels but weight \(weight.shape) expects \(cg) per group × \(groups) groups")
+    }
+    if let b = bias, b.shape != [o] {
+        shapeFailure(op, "bias \(b.shape) does not match weight \(weight.shape) (expected [\(o)])")
+    }
+    let s = Conv2DShape(n: n, c: c, h: h, w: w, o: o, kh: kh, kw: kw, sh: stride.0, sw: stride.1,
+                        ph: padding.0, pw: padding.1, dh: dilation.0, dw: dilation.1, groups: groups)
+    if s.ho < 1 || s.wo < 1 {
+        shapeFailure(op, "input \(x.shape) is smaller than the dilated kernel of weight \(weight.shape) with padding \(padding)")
+    }
+    var out = Tensor(uninitializedShape: [n, o, s.ho, s.wo])
+    out.withUnsafeMutablePointer { po in
+        x.withUnsafePointer { px in
+            weight.withUnsafePointer { pw in
+                if let b = bias { b.withUnsafePointer { conv2dForward(out: po, inp: px, weight: pw, bias: $0, s) } }
+                else { conv2dForward(out: po, inp: px, weight: pw, bias: nil, s) }
+            }
+        }
+    }
+    var inputs = [x, weight]
+    if let b = bias { inputs.append(b) }
+    let (xs, ws) = (x.detached, weight.detached)
+    GradientTape.record(&out, inputs) { g, need in
+        var dx: Tensor?, dw: Tensor?, db: Tensor?
+        if need[0] {
+            var t = Tensor(uninitializedShape: xs.shape)
+            t.withUnsafeMutablePointer { d in g.withUnsafePointer { pg in ws.withUnsafePointer { conv2dBackwardData(dinp: d, dout: pg, weight: $0, s) } } }
+            dx = t
+        }
+        if need[1] || (need.count > 2 && need[2]) {
+            var t = Tensor(uninitializedShape: ws.shape)
+            var tb = need.count > 2 ? Tensor(uninitializedShape: [o]) : nil
+            t.withUnsafeMutablePointer { d in
+                g.withUnsafePointer { pg in
+                    xs.withUnsafePointer { px in
+                        if tb != nil {
+                            tb!.withUnsafeMutablePointer { conv2dBackwardWeights(dweight: d, dbias: $0, inp: px, dout: pg, s) }
+                        } else {
+                            conv2dBackwardWeights(dweight: d, dbias: nil, inp: px, dout: pg, s)
+                        }
+                    }
+                }
+            }
+            dw = t
+            db = tb
+        }
+        return need.count > 2 ? [dx, dw, db] : [dx, dw]
+    }
+    return out
+}

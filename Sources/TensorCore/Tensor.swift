@@ -1,0 +1,169 @@
+// Tensor: a float32, row-major (NCHW for images) value with copy-on-write storage.
+//
+// Copies share one 64-byte-aligned buffer until one of them is mutated
+// (`isKnownUniquelyReferenced`, as swift-collections' Deque). A tensor produced while a gradient
+// tape is recording carries its position on that tape (see Autograd.swift).
+
+import Foundation
+import Kernels
+
+/// The buffer behind one or more tensors. Counts live and peak bytes process-wide so tests and
+/// benchmarks can check memory behaviour (no-grad inference keeps ~one layer's activations).
+public final class TensorStorage: @unchecked Sendable {
+    public let pointer: UnsafeMutablePointer<Float>
+    public let count: Int
+
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var _live = 0
+    nonisolated(unsafe) private static var _peak = 0
+
+    /// Bytes held by all live storages.
+    public static var liveBytes: Int { lock.lock(); defer { lock.unlock() }; return _live }
+    /// The largest `liveBytes` seen since the last `resetPeak()`.
+    public static var peakBytes: Int { lock.lock(); defer { lock.unlock() }; return _peak }
+    public static func resetPeak() { lock.lock(); _peak = _live; lock.unlock() }
+
+    /// Uninitialised storage for `count` floats.
+    public init(count: Int) {
+        self.count = count
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
+        pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        TensorStorage.lock.lock()
+        TensorStorage._live += count * 4
+        if TensorStorage._live > TensorStorage._peak { TensorStorage._peak = TensorStorage._live }
+        TensorStorage.lock.unlock()
+    }
+
+    deinit {
+        pointer.deallocate()
+        TensorStorage.lock.lock()
+        TensorStorage._live -= count * 4
+        TensorStorage.lock.unlock()
+    }
+}
+
+/// A float32 tensor (row-major; images are N×C×H×W as PyTorch). Value semantics.
+public struct Tensor: @unchecked Sendable {
+    /// The dimensions, outermost first.
+    public private(set) var shape: [Int]
+    @usableFromInline var storage: TensorStorage
+    /// Position on the recording tape (`tape.id`, index), or nil when not tracked.
+    var trace: (tape: ObjectIdentifier, index: Int)?
+
+    /// Number of elements.
+    public var count: Int { storage.count }
+    public var rank: Int { shape.count }
+
+    /// A tensor of the given shape with uninitialised contents (for kernels that write every element).
+    public init(uninitializedShape shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "Tensor: negative dimension in \(shape)")
+        self.shape = shape
+        storage = TensorStorage(count: shape.reduce(1, *))
+    }
+
+    /// A tensor filled with `value`.
+    public init(shape: [Int], repeating value: Float) {
+        self.init(uninitializedShape: shape)
+        storage.pointer.update(repeating: value, count: count)
+    }
+
+    /// A tensor from row-major scalars; `scalars.count` must equal the product of `shape`.
+    public init(shape: [Int], scalars: [Float]) {
+        let n = shape.reduce(1, *)
+        if scalars.count != n {
+            shapeFailure("Tensor(shape:scalars:)", "shape \(shape) holds \(n) elements but \(scalars.count) scalars were given")
+        }
+        self.init(uninitializedShape: shape)
+        scalars.withUnsafeBufferPointer { storage.pointer.update(from: $0.baseAddress!, count: n) }
+    }
+
+    /// A 1-element tensor of shape [] holding `value`.
+    public init(_ value: Float) { self.init(shape: [], scalars: [value]) }
+
+    public static func zeros(_ shape: [Int]) -> Tensor { Tensor(shape: shape, repeating: 0) }
+    public static func ones(_ shape: [Int]) -> Tensor { Tensor(shape: shape, repeating: 1) }
+
+    /// The elements in row-major order.
+    public var scalars: [Float] { Array(UnsafeBufferPointer(start: storage.pointer, count: count)) }
+
+    /// The single element of a one-element tensor.
+    public var item: Float {
+        if count != 1 { shapeFailure("item", "tensor of shape \(shape) has \(count) elements, not 1") }
+        return storage.pointer[0]
+    }
+
+    /// Read-only access to the contiguous elements.
+    public func withUnsafePointer<R>(_ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
+        try withExtendedLifetime(storage) { try body(UnsafePointer(storage.pointer)) }
+    }
+
+    /// Mutable access; copies the buffer first if it is shared (copy-on-write). Mutating a tensor
+    /// detaches it from the gradient tape.
+    public mutating func withUnsafeMutablePointer<R>(_ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
+        if !isKnownUniquelyReferenced(&storage) {
+            let copy = TensorStorage(count: storage.count)
+            copy.pointer.update(from: storage.pointer, count: storage.count)
+            storage = copy
+        }
+        trace = nil
+        return try withExtendedLifetime(storage) { try body(storage.pointer) }
+    }
+
+    /// Element access by full index (slow; for tests and small tensors).
+    public subscript(_ index: Int...) -> Float {
+        get { storage.pointer[flatIndex(index)] }
+        set {
+            let i = flatIndex(index)
+            withUnsafeMutablePointer { $0[i] = newValue }
+        }
+    }
+
+    func flatIndex(_ index: [Int]) -> Int {
+        if index.count != rank { shapeFailure("subscript", "index \(index) for shape \(shape)") }
+        var flat = 0
+        for (i, (ix, d)) in zip(index, shape).enumerated() {
+            if ix < 0 || ix >= d { shapeFailure("subscript", "index \(index) out of range in dimension \(i) of shape \(shape)") }
+            flat = flat * d + ix
+        }
+        return flat
+    }
+
+    /// Same storage, new shape (internal: no tape bookkeeping).
+    func viewing(as newShape: [Int]) -> Tensor {
+        var t = self
+        t.shape = newShape
+        t.trace = nil
+        return t
+    }
+}
+
+/// Stops with a message naming the operation and the shapes involved. Shape errors are
+/// programming errors (as PyTorch's RuntimeError in model code), so they trap; `fatalError` keeps
+/// the message in optimised builds, where `precondition` would drop it.
+public func shapeFailure(_ op: String, _ detail: String) -> Never {
+    fatalError("\(op): \(detail)")
+}
+
+extension Tensor: CustomStringConvertible {
+    /// PyTorch-like printing: nested brackets, up to 6 values per row (ends shown when longer).
+    public var description: String {
+        if rank == 0 { return "tensor(\(fmt(storage.pointer[0])))" }
+        var out = ""
+        func emit(_ dim: Int, _ offset: Int, _ indent: Int) {
+            let n = shape[dim]
+            let stride = shape[(dim + 1)...].reduce(1, *)
+            let idx: [Int] = n > 6 ? Array(0..<3) + [-1] + Array((n - 3)..<n) : Array(0..<n)
+            out += "["
+            for (j, i) in idx.enumerated() {
+                if j > 0 { out += dim == rank - 1 ? ", " : ",\n" + String(repeating: " ", count: indent + 1) }
+                if i < 0 { out += "..."; continue }
+                if dim == rank - 1 { out += fmt(storage.pointer[offset + i]) } else { emit(dim + 1, offset + i * stride, indent + 1) }
+            }
+            out += "]"
+        }
+        emit(0, 0, 7)
+        return "tensor(" + out + ", shape: \(shape))"
+    }
+
+    private func fmt(_ v: Float) -> String { String(format: "%.4f", v) }
+}

@@ -1,0 +1,2 @@
+import SENet
+print("senet")
