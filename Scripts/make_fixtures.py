@@ -15,6 +15,7 @@ Conventions (the Swift tests rely on these):
   * the gradient of input `foo` is stored as `dfoo`.
 """
 import json
+import math
 import os
 import re
 import struct
@@ -131,7 +132,8 @@ def make_conv2d(fi):
                   "groups": g, "bias": bias}
         case = ff.case(name, params)
         x = randn(n, c, h, w_)
-        w = randn(o, c // g, k[0], k[1])
+        # PyTorch-default weight scale (1/sqrt(fan_in)) keeps outputs O(1), as in a real network.
+        w = randn(o, c // g, k[0], k[1]) / math.sqrt(c // g * k[0] * k[1])
         b = randn(o) if bias else None
         xd, wd = leaf(x), leaf(w)
         bd = leaf(b) if bias else None
@@ -236,7 +238,7 @@ def make_linear(fi):
     for name, n, fin, fout, bias in specs:
         case = ff.case(name, {"bias": bias})
         x = randn(n, fin)
-        w = randn(fout, fin)
+        w = randn(fout, fin) / math.sqrt(fin)
         b = randn(fout) if bias else None
         xd, wd = leaf(x), leaf(w)
         bd = leaf(b) if bias else None
