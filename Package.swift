@@ -29,7 +29,7 @@ let package = Package(
         .target(name: "_TestSupport", dependencies: ["TensorCore", "Kernels"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "_TestSupport"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "NN", "_TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["_TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["senet"]),
     ],
     swiftLanguageModes: [.v5]
 )

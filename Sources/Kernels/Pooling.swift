@@ -26,7 +26,7 @@ public struct Pool2DShape: Hashable, Sendable {
 }
 
 /// out[p, oy, ox] = max over the window; `argmax` records the flat in-plane index of the winner
-/// (first one on ties, NaN propagates as in PyTorch).
+/// (first one on ties; a NaN wins, the last NaN when several, as PyTorch).
 public func maxPoolForward(out: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>,
                            inp: UnsafePointer<Float>, _ s: Pool2DShape) {
     let ho = s.ho, wo = s.wo
@@ -44,9 +44,8 @@ public func maxPoolForward(out: UnsafeMutablePointer<Float>, argmax: UnsafeMutab
                     for yy in ya..<yb {
                         for xx in xa..<xb {
                             let v = x[yy * s.w + xx]
-                            if v > best || v.isNaN { best = v; bi = yy * s.w + xx; if v.isNaN { break } }
+                            if v > best || v.isNaN { best = v; bi = yy * s.w + xx }
                         }
-                        if best.isNaN { break }
                     }
                     o[oy * wo + ox] = best
                     a[oy * wo + ox] = Int32(bi)

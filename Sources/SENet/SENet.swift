@@ -1,2 +1,9 @@
+// SENet: the umbrella module. Re-exports the public API of the tensor core and the layers.
+
 @_exported import TensorCore
 @_exported import NN
+
+/// The library's version.
+public enum SENetVersion {
+    public static let string = "0.1.0"
+}

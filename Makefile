@@ -1,0 +1,59 @@
+# SENet in Swift — set-up, tests, demo and benchmarks. Everything a fresh Debian machine with
+# Swift needs is installed from here (apt packages; PyPI only for the optional PyTorch tools).
+
+SHELL := /bin/bash
+# Release builds for x86-64-v3 (AVX2 + FMA): Swift's baseline target is SSE2, where the SIMD
+# kernels compile to scalar code. Override CPU= for another machine (e.g. CPU=native).
+CPU ?= haswell
+SWIFT_FLAGS := -c release -Xswiftc -target-cpu -Xswiftc $(CPU) -Xcc -march=$(CPU)
+TEST_FLAGS := $(SWIFT_FLAGS) -Xswiftc -enable-testing
+APT_PACKAGES := libdnnl-dev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTHON ?= python3
+BENCH_VENV := .venv-bench
+FIXTURE_VENV := .venv-fixtures
+
+.PHONY: deps build test demo bench bench-ours bench-torch fixtures clean
+
+## deps: install the system libraries (oneDNN) when missing.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	swift build $(SWIFT_FLAGS)
+
+## test: the whole suite, built in release mode (numeric code is ~30x slower in debug).
+test: deps
+	swift build $(TEST_FLAGS) --build-tests
+	swift test $(TEST_FLAGS) --skip-build
+
+## demo: the main job.
+demo: deps
+	swift build $(SWIFT_FLAGS) --product senet
+	.build/release/senet --version
+	.build/release/senet demo
+
+## bench: our convolution timings beside PyTorch's (same machine, same run), into docs/performance.md.
+bench: deps $(BENCH_VENV)/ok
+	swift build $(SWIFT_FLAGS) --product senet-bench
+	mkdir -p bench-out
+	.build/release/senet-bench conv --json > bench-out/ours.jsonl
+	$(BENCH_VENV)/bin/python Scripts/bench_torch.py --json > bench-out/torch.jsonl
+	$(PYTHON) Scripts/perf_table.py bench-out/ours.jsonl bench-out/torch.jsonl --out docs/performance.md \
+		--machine "$$(lscpu | sed -n 's/^Model name: *//p'), $$(nproc) cores, 2 threads"
+
+$(BENCH_VENV)/ok: Scripts/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q -r Scripts/requirements.txt
+	touch $@
+
+## fixtures: regenerate Tests/Fixtures from PyTorch (needs torch from PyPI; never part of `make test`).
+fixtures: $(BENCH_VENV)/ok
+	$(BENCH_VENV)/bin/python Scripts/make_fixtures.py
+
+clean:
+	rm -rf .build bench-out

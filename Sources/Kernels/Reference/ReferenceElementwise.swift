@@ -1,0 +1,52 @@
+// Reference twin of Elementwise.swift (activations forward/backward, add, mul, affine, scalePlanes,
+// sumPlanes, dotPlanes), in Double, one element at a time.
+
+import Foundation
+
+extension Reference {
+    /// max(x, 0).
+    public static func reluForward(inp: [Float]) -> [Float] { inp.map { max($0, 0) } }
+    /// dout where out > 0, else 0 (0 at exactly 0, as PyTorch).
+    public static func reluBackward(dout: [Float], out: [Float]) -> [Float] { zip(dout, out).map { $1 > 0 ? $0 : 0 } }
+
+    /// 1/(1 + e^(−x)).
+    public static func sigmoidForward(inp: [Float]) -> [Float] { inp.map { Float(1 / (1 + exp(-Double($0)))) } }
+    /// dout·y·(1 − y), y = sigmoid(x).
+    public static func sigmoidBackward(dout: [Float], out: [Float]) -> [Float] {
+        zip(dout, out).map { Float(Double($0) * Double($1) * (1 - Double($1))) }
+    }
+
+    /// tanh(x).
+    public static func tanhForward(inp: [Float]) -> [Float] { inp.map { Float(tanh(Double($0))) } }
+    /// dout·(1 − y²), y = tanh(x).
+    public static func tanhBackward(dout: [Float], out: [Float]) -> [Float] {
+        zip(dout, out).map { Float(Double($0) * (1 - Double($1) * Double($1))) }
+    }
+
+    /// relu6(x + 3)/6 = clamp(x/6 + 1/2, 0, 1) (PyTorch `hardsigmoid`).
+    public static func hardSigmoidForward(inp: [Float]) -> [Float] { inp.map { Float(min(max(Double($0) + 3, 0), 6) / 6) } }
+    /// dout/6 on the open interval −3 < x < 3, else 0.
+    public static func hardSigmoidBackward(dout: [Float], inp: [Float]) -> [Float] {
+        zip(dout, inp).map { abs($1) < 3 ? Float(Double($0) / 6) : 0 }
+    }
+
+    /// a + b (also the twin of `accumulate`).
+    public static func add(a: [Float], b: [Float]) -> [Float] { zip(a, b).map { $0 + $1 } }
+    /// a·b.
+    public static func mul(a: [Float], b: [Float]) -> [Float] { zip(a, b).map { $0 * $1 } }
+    /// a·scale + shift.
+    public static func affine(a: [Float], scale: Float, shift: Float) -> [Float] {
+        a.map { Float(Double($0) * Double(scale) + Double(shift)) }
+    }
+
+    /// out[p,i] = x[p,i]·s[p] over planes of `size` (the SE channel scale).
+    public static func scalePlanes(x: [Float], s: [Float], size: Int) -> [Float] { x.indices.map { x[$0] * s[$0 / size] } }
+    /// out[p] = Σ_i x[p,i] (the SE squeeze; with size = count, the twin of `sum`).
+    public static func sumPlanes(x: [Float], size: Int) -> [Float] { dotPlanes(a: x, b: x.map { _ in 1 }, size: size) }
+    /// out[p] = Σ_i a[p,i]·b[p,i].
+    public static func dotPlanes(a: [Float], b: [Float], size: Int) -> [Float] {
+        stride(from: 0, to: a.count, by: size).map { p in
+            Float((p..<(p + size)).reduce(0.0) { $0 + Double(a[$1]) * Double(b[$1]) })
+        }
+    }
+}

@@ -1,2 +1,0 @@
-import Kernels
-print("bench")

@@ -1,2 +1,0 @@
-import SENet
-print("senet")

@@ -1,0 +1,54 @@
+// The built `senet` tool, run as a user would.
+
+import Foundation
+import Testing
+
+/// Runs the `senet` executable built next to the test bundle; returns (status, stdout, stderr).
+func runSenet(_ args: [String]) throws -> (Int32, String, String) {
+    let bundleDir = Bundle.main.bundleURL.deletingLastPathComponent()
+    var url = bundleDir.appendingPathComponent("senet")
+    if !FileManager.default.fileExists(atPath: url.path) {
+        url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("senet")
+    }
+    let p = Process()
+    p.executableURL = url
+    p.arguments = args
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
+
+@Suite("senet CLI")
+struct CLITests {
+    @Test func version() throws {
+        let (status, out, _) = try runSenet(["--version"])
+        #expect(status == 0)
+        #expect(out.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3)
+    }
+
+    @Test func help() throws {
+        let (status, out, _) = try runSenet(["--help"])
+        #expect(status == 0)
+        #expect(out.contains("USAGE: senet") && out.contains("demo"))
+    }
+
+    @Test func unknownOptionIsAUsageError() throws {
+        let (status, _, err) = try runSenet(["--no-such-option"])
+        #expect(status == 2, "exit status \(status)")
+        #expect(err.contains("no-such-option"))
+    }
+
+    @Test func demoRunsOneTrainingStep() throws {
+        let (status, out, err) = try runSenet(["demo", "--batch-size", "4"])
+        #expect(status == 0, "\(err)")
+        // An untrained 10-class model starts near ln 10 ≈ 2.30.
+        let line = out.split(separator: "\n").first { $0.hasPrefix("loss ") } ?? ""
+        let loss = Double(line.split(separator: " ")[1]) ?? 0
+        #expect(loss > 1.5 && loss < 3.5, "\(out)")
+    }
+}

@@ -1,0 +1,320 @@
+// Every fast kernel against its slow twin in Sources/Kernels/Reference on seeded random inputs.
+// Outputs start as NaN so an element a kernel forgets to write fails the comparison.
+// Tolerances: rtol 1e-4 / atol 1e-5 where the fast kernel accumulates long sums in float32
+// (conv, linear, batch norm, plane reductions); 1e-5 / 1e-6 elsewhere.
+
+import Kernels
+import Testing
+import _TestSupport
+
+/// n values uniform in [offset − scale, offset + scale) from a 64-bit LCG (Knuth's MMIX constants).
+private func randoms(_ n: Int, seed: UInt64, scale: Float = 1, offset: Float = 0) -> [Float] {
+    var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+    return (0..<n).map { _ in
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        return offset + scale * (Float(state >> 40) / Float(1 << 24) * 2 - 1)
+    }
+}
+
+private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
+
+@Suite struct ReferenceTwinTests {
+    // MARK: Convolution
+
+    static let convShapes: [Conv2DShape] = [
+        .init(n: 2, c: 32, h: 14, w: 14, o: 32, kh: 3, kw: 3, ph: 1, pw: 1),
+        .init(n: 2, c: 64, h: 14, w: 14, o: 64, kh: 3, kw: 3, ph: 1, pw: 1),
+        .init(n: 2, c: 64, h: 14, w: 14, o: 64, kh: 1, kw: 1),
+        .init(n: 2, c: 32, h: 14, w: 14, o: 64, kh: 3, kw: 3, ph: 1, pw: 1, groups: 4),
+        .init(n: 2, c: 64, h: 14, w: 14, o: 64, kh: 3, kw: 3, ph: 1, pw: 1, groups: 32),       // ResNeXt 32×2d
+        .init(n: 2, c: 32, h: 14, w: 14, o: 32, kh: 3, kw: 3, ph: 1, pw: 1, groups: 32),       // depthwise
+        .init(n: 2, c: 16, h: 14, w: 14, o: 32, kh: 3, kw: 3, ph: 1, pw: 1, groups: 16),       // depthwise ×2
+        .init(n: 2, c: 16, h: 15, w: 13, o: 32, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1),     // stride 2, odd
+        .init(n: 2, c: 64, h: 14, w: 14, o: 64, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1, groups: 32),
+        .init(n: 1, c: 16, h: 12, w: 12, o: 16, kh: 3, kw: 3, ph: 2, pw: 2, dh: 2, dw: 2),     // dilation 2
+        .init(n: 2, c: 3, h: 32, w: 32, o: 16, kh: 7, kw: 7, sh: 2, sw: 2, ph: 3, pw: 3),      // ResNet stem
+        .init(n: 2, c: 32, h: 14, w: 14, o: 64, kh: 1, kw: 1, sh: 2, sw: 2),                   // downsample
+        .init(n: 1, c: 8, h: 9, w: 7, o: 12, kh: 3, kw: 1, sh: 1, sw: 2, ph: 1, pw: 0),        // asymmetric
+        .init(n: 3, c: 6, h: 9, w: 8, o: 6, kh: 3, kw: 3, sh: 2, sw: 2, ph: 2, pw: 1, dh: 2, dw: 2, groups: 3),
+    ]
+
+    @Test(arguments: convShapes)
+    func conv2d(_ s: Conv2DShape) {
+        let x = randoms(s.inputCount, seed: 1)
+        let w = randoms(s.weightCount, seed: 2, scale: 1 / Float(s.c / s.groups * s.kh * s.kw).squareRoot())
+        let b = randoms(s.o, seed: 3), dy = randoms(s.outputCount, seed: 4)
+        let label = "\(s)"
+
+        var y = nans(s.outputCount), yb = nans(s.outputCount)
+        conv2dForward(out: &y, inp: x, weight: w, bias: nil, s)
+        conv2dForward(out: &yb, inp: x, weight: w, bias: b, s)
+        expectClose(y, Reference.conv2dForward(inp: x, weight: w, bias: nil, s), rtol: 1e-4, atol: 1e-5, "\(label) forward")
+        expectClose(yb, Reference.conv2dForward(inp: x, weight: w, bias: b, s), rtol: 1e-4, atol: 1e-5, "\(label) forward+bias")
+
+        var dx = nans(s.inputCount)
+        conv2dBackwardData(dinp: &dx, dout: dy, weight: w, s)
+        expectClose(dx, Reference.conv2dBackwardData(dout: dy, weight: w, s), rtol: 1e-4, atol: 1e-5, "\(label) backwardData")
+
+        let ref = Reference.conv2dBackwardWeights(inp: x, dout: dy, s)
+        var dw = nans(s.weightCount), dw2 = nans(s.weightCount), db = nans(s.o)
+        conv2dBackwardWeights(dweight: &dw, dbias: &db, inp: x, dout: dy, s)
+        conv2dBackwardWeights(dweight: &dw2, dbias: nil, inp: x, dout: dy, s)
+        expectClose(dw, ref.dweight, rtol: 1e-4, atol: 1e-5, "\(label) dweight")
+        expectClose(dw2, ref.dweight, rtol: 1e-4, atol: 1e-5, "\(label) dweight (no bias)")
+        expectClose(db, ref.dbias, rtol: 1e-4, atol: 1e-5, "\(label) dbias")
+    }
+
+    // MARK: Linear
+
+    @Test(arguments: [(8, 300, 70), (1, 2048, 10), (32, 64, 1000), (3, 5, 7)])
+    func linear(_ dims: (Int, Int, Int)) {
+        let (b, i, o) = dims
+        let x = randoms(b * i, seed: 5), w = randoms(o * i, seed: 6, scale: 1 / Float(i).squareRoot())
+        let bias = randoms(o, seed: 7), dy = randoms(b * o, seed: 8)
+        var y = nans(b * o), yb = nans(b * o), dx = nans(b * i), dw = nans(o * i), db = nans(o)
+        linearForward(out: &y, inp: x, weight: w, bias: nil, b: b, i: i, o: o)
+        linearForward(out: &yb, inp: x, weight: w, bias: bias, b: b, i: i, o: o)
+        linearBackwardData(dinp: &dx, dout: dy, weight: w, b: b, i: i, o: o)
+        linearBackwardWeights(dweight: &dw, dbias: &db, inp: x, dout: dy, b: b, i: i, o: o)
+        let ref = Reference.linearBackwardWeights(inp: x, dout: dy, b: b, i: i, o: o)
+        let label = "linear B\(b) I\(i) O\(o)"
+        expectClose(y, Reference.linearForward(inp: x, weight: w, bias: nil, b: b, i: i, o: o), rtol: 1e-4, atol: 1e-5, label)
+        expectClose(yb, Reference.linearForward(inp: x, weight: w, bias: bias, b: b, i: i, o: o), rtol: 1e-4, atol: 1e-5, label)
+        expectClose(dx, Reference.linearBackwardData(dout: dy, weight: w, b: b, i: i, o: o), rtol: 1e-4, atol: 1e-5, label)
+        expectClose(dw, ref.dweight, rtol: 1e-4, atol: 1e-5, "\(label) dweight")
+        expectClose(db, ref.dbias, rtol: 1e-4, atol: 1e-5, "\(label) dbias")
+    }
+
+    // MARK: Batch norm
+
+    @Test(arguments: [(4, 8, 49, true), (8, 16, 13, true), (2, 3, 1, true), (1, 5, 64, false), (3, 4, 3136, true)])
+    func batchNorm(_ dims: (Int, Int, Int, Bool)) {
+        let (n, c, s, affine) = dims
+        let count = n * c * s, label = "batchNorm N\(n) C\(c) S\(s) affine \(affine)"
+        let x = randoms(count, seed: 9, scale: 2, offset: 3), dy = randoms(count, seed: 10)
+        let gamma: [Float]? = affine ? randoms(c, seed: 11, scale: 0.5, offset: 1) : nil
+        let beta: [Float]? = affine ? randoms(c, seed: 12) : nil
+        let rm0 = randoms(c, seed: 13), rv0 = randoms(c, seed: 14, scale: 0.5, offset: 1)
+        let tol: (rtol: Float, atol: Float) = (1e-4, 1e-5)
+
+        // Training forward and the running-statistics update.
+        var out = nans(count), mean = nans(c), invStd = nans(c), rm = rm0, rv = rv0
+        var refRM = rm0, refRV = rv0
+        let ref = Reference.batchNormTrainForward(runningMean: &refRM, runningVar: &refRV, inp: x, weight: gamma,
+                                                  bias: beta, n: n, c: c, s: s, eps: 1e-5, momentum: 0.1)
+        if let gamma, let beta {
+            batchNormTrainForward(out: &out, saveMean: &mean, saveInvStd: &invStd, runningMean: &rm, runningVar: &rv,
+                                  inp: x, weight: gamma, bias: beta, n: n, c: c, s: s, eps: 1e-5, momentum: 0.1)
+        } else {
+            batchNormTrainForward(out: &out, saveMean: &mean, saveInvStd: &invStd, runningMean: &rm, runningVar: &rv,
+                                  inp: x, weight: nil, bias: nil, n: n, c: c, s: s, eps: 1e-5, momentum: 0.1)
+        }
+        expectClose(out, ref.out, rtol: tol.rtol, atol: tol.atol, "\(label) train out")
+        expectClose(mean, ref.mean, rtol: tol.rtol, atol: tol.atol, "\(label) mean")
+        expectClose(invStd, ref.invStd, rtol: tol.rtol, atol: tol.atol, "\(label) invStd")
+        expectClose(rm, refRM, rtol: tol.rtol, atol: tol.atol, "\(label) running mean")
+        expectClose(rv, refRV, rtol: tol.rtol, atol: tol.atol, "\(label) running var")
+
+        // Evaluation forward on the initial running statistics.
+        var eval = nans(count)
+        batchNormEvalForward(out: &eval, inp: x, runningMean: rm0, runningVar: rv0, weight: gamma, bias: beta,
+                             n: n, c: c, s: s, eps: 1e-5)
+        expectClose(eval, Reference.batchNormEvalForward(inp: x, runningMean: rm0, runningVar: rv0, weight: gamma,
+                                                         bias: beta, n: n, c: c, s: s, eps: 1e-5),
+                    rtol: tol.rtol, atol: tol.atol, "\(label) eval out")
+
+        // Backward in both modes, each side with the statistics its own forward produced.
+        let evalInvStd = rv0.map { 1 / ($0 + 1e-5).squareRoot() }
+        for (training, mu, istd, refMu, refIstd) in [(true, mean, invStd, ref.mean, ref.invStd),
+                                                     (false, rm0, evalInvStd, rm0, evalInvStd)] {
+            var dx = nans(count), dg = nans(c), db = nans(c)
+            batchNormBackward(dinp: &dx, dweight: &dg, dbias: &db, dout: dy, inp: x, mean: mu, invStd: istd,
+                              weight: gamma, n: n, c: c, s: s, training: training)
+            let r = Reference.batchNormBackward(dout: dy, inp: x, mean: refMu, invStd: refIstd, weight: gamma,
+                                                n: n, c: c, s: s, training: training)
+            expectClose(dx, r.dinp, rtol: tol.rtol, atol: tol.atol, "\(label) training \(training) dinp")
+            expectClose(dg, r.dweight, rtol: tol.rtol, atol: tol.atol, "\(label) training \(training) dweight")
+            expectClose(db, r.dbias, rtol: tol.rtol, atol: tol.atol, "\(label) training \(training) dbias")
+        }
+    }
+
+    // MARK: Pooling
+
+    /// (H, k, s, p, ceil_mode) → PyTorch's output size: ⌈(H + 2p − k)/s⌉ + 1 with ceil_mode, less one
+    /// when (out − 1)·s ≥ H + p (a last window starting in the padding is dropped).
+    @Test(arguments: [(6, 3, 2, 1, true, 4), (6, 3, 2, 1, false, 3),
+                      (5, 3, 3, 1, true, 2),     // windows start at −1, 2, 5: the one at 5 = H is dropped
+                      (5, 2, 2, 1, true, 3),     // likewise (−1, 1, 3, [5])
+                      (7, 2, 2, 0, true, 4),     // the last window hangs past the input but starts inside
+                      (112, 3, 2, 1, false, 56), (112, 3, 2, 0, true, 56), (56, 3, 2, 0, true, 28),
+                      (7, 3, 2, 0, true, 3), (8, 3, 2, 0, true, 4), (7, 7, 1, 0, false, 1)])
+    func poolOutputSize(_ c: (Int, Int, Int, Int, Bool, Int)) {
+        let (h, k, s, p, ceil, expected) = c
+        let shape = Pool2DShape(planes: 1, h: h, w: h, kh: k, kw: k, sh: s, sw: s, ph: p, pw: p, ceilMode: ceil)
+        #expect(shape.ho == expected, "H\(h) k\(k) s\(s) p\(p) ceil \(ceil)")
+        #expect(shape.wo == expected)
+        #expect(Reference.poolOutputSize(h, k: k, s: s, p: p, ceilMode: ceil) == expected)
+    }
+
+    static let poolShapes: [Pool2DShape] = [
+        .init(planes: 3, h: 6, w: 6, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1, ceilMode: true),
+        .init(planes: 3, h: 5, w: 5, kh: 3, kw: 3, sh: 3, sw: 3, ph: 1, pw: 1, ceilMode: true),
+        .init(planes: 3, h: 5, w: 7, kh: 2, kw: 2, sh: 2, sw: 2, ph: 1, pw: 1, ceilMode: true),
+        .init(planes: 2, h: 56, w: 56, kh: 3, kw: 3, sh: 2, sw: 2, ceilMode: true),
+        .init(planes: 2, h: 7, w: 11, kh: 3, kw: 3, sh: 2, sw: 2, ceilMode: true),
+        .init(planes: 2, h: 8, w: 9, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1, ceilMode: true),
+        .init(planes: 2, h: 9, w: 10, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1),
+        .init(planes: 2, h: 5, w: 8, kh: 2, kw: 3, sh: 1, sw: 2, ph: 1, pw: 1, ceilMode: true),
+        .init(planes: 4, h: 7, w: 7, kh: 7, kw: 7, sh: 1, sw: 1),                           // global
+    ]
+
+    @Test(arguments: poolShapes)
+    func pooling(_ s: Pool2DShape) {
+        let label = "pool \(s)"
+        let x = randoms(s.planes * s.h * s.w, seed: 15), dy = randoms(s.planes * s.ho * s.wo, seed: 16)
+        #expect(s.ho == Reference.poolOutputSize(s.h, k: s.kh, s: s.sh, p: s.ph, ceilMode: s.ceilMode), "\(label)")
+        #expect(s.wo == Reference.poolOutputSize(s.w, k: s.kw, s: s.sw, p: s.pw, ceilMode: s.ceilMode), "\(label)")
+
+        var y = nans(dy.count), arg = [Int32](repeating: -7, count: dy.count), dx = nans(x.count)
+        maxPoolForward(out: &y, argmax: &arg, inp: x, s)
+        let ref = Reference.maxPoolForward(inp: x, s)
+        #expect(y == ref.out, "\(label) max forward")
+        #expect(arg == ref.argmax, "\(label) argmax")
+        maxPoolBackward(dinp: &dx, dout: dy, argmax: arg, s)
+        expectClose(dx, Reference.maxPoolBackward(dout: dy, argmax: ref.argmax, s), "\(label) max backward")
+
+        for include in [true, false] {
+            var ya = nans(dy.count), dxa = nans(x.count)
+            avgPoolForward(out: &ya, inp: x, s, countIncludePad: include)
+            avgPoolBackward(dinp: &dxa, dout: dy, s, countIncludePad: include)
+            expectClose(ya, Reference.avgPoolForward(inp: x, s, countIncludePad: include), "\(label) avg(\(include)) forward")
+            expectClose(dxa, Reference.avgPoolBackward(dout: dy, s, countIncludePad: include), "\(label) avg(\(include)) backward")
+        }
+    }
+
+    @Test func globalMaxPool() {
+        let x = randoms(6 * 49, seed: 17)
+        var y = nans(6), arg = [Int32](repeating: -7, count: 6)
+        globalMaxPoolForward(out: &y, argmax: &arg, inp: x, planes: 6, size: 49)
+        let ref = Reference.maxPoolForward(inp: x, Pool2DShape(planes: 6, h: 7, w: 7, kh: 7, kw: 7, sh: 1, sw: 1))
+        #expect(y == ref.out)
+        #expect(arg == ref.argmax)
+    }
+
+    /// A NaN wins its window and is reported as the argmax, as PyTorch's `val > max || isnan(val)`.
+    /// (With two NaNs in one window PyTorch's index is the last, the fast kernel's the first.)
+    @Test func maxPoolPropagatesNaN() {
+        let s = Pool2DShape(planes: 1, h: 4, w: 4, kh: 2, kw: 2, sh: 2, sw: 2)
+        var x = randoms(16, seed: 29)
+        x[5] = .nan
+        var y = nans(4), arg = [Int32](repeating: -7, count: 4)
+        maxPoolForward(out: &y, argmax: &arg, inp: x, s)
+        let ref = Reference.maxPoolForward(inp: x, s)
+        #expect(y[0].isNaN && ref.out[0].isNaN)
+        #expect(Array(y[1...]) == Array(ref.out[1...]))
+        #expect(arg == ref.argmax)
+    }
+
+    // MARK: Softmax and cross-entropy
+
+    @Test(arguments: [(5, 10, Float(0)), (5, 10, 0.1), (3, 1000, 0.1), (4, 1, 0.2)])
+    func softmaxCrossEntropy(_ dims: (Int, Int, Float)) {
+        let (rows, k, eps) = dims, label = "rows \(rows) K\(k) ε \(eps)"
+        var x = randoms(rows * k, seed: 18, scale: 5)
+        x[0] += 80  // a large logit: only a max-shifted softmax survives it
+        let dy = randoms(rows * k, seed: 19)
+        let targets = randoms(rows, seed: 20).map { Int32((($0 + 1) / 2 * Float(k)).rounded(.down)) % Int32(k) }
+
+        var lp = nans(rows * k), dx = nans(rows * k), dl = nans(rows * k)
+        logSoftmaxForward(out: &lp, inp: x, rows: rows, k: k)
+        let refLP = Reference.logSoftmaxForward(inp: x, rows: rows, k: k)
+        expectClose(lp, refLP, "\(label) logSoftmax")
+        logSoftmaxBackward(dinp: &dx, dout: dy, out: lp, rows: rows, k: k)
+        expectClose(dx, Reference.logSoftmaxBackward(dout: dy, out: refLP, rows: rows, k: k), "\(label) logSoftmax backward")
+
+        let loss = crossEntropyForward(logProbs: lp, targets: targets, rows: rows, k: k, labelSmoothing: eps)
+        let refLoss = Reference.crossEntropyForward(logProbs: refLP, targets: targets, rows: rows, k: k, labelSmoothing: eps)
+        expectClose([loss], [refLoss], "\(label) cross-entropy")
+        crossEntropyBackward(dlogits: &dl, logProbs: lp, targets: targets, rows: rows, k: k, labelSmoothing: eps, dloss: 0.7)
+        expectClose(dl, Reference.crossEntropyBackward(logProbs: refLP, targets: targets, rows: rows, k: k,
+                                                       labelSmoothing: eps, dloss: 0.7), "\(label) cross-entropy backward")
+    }
+
+    // MARK: Elementwise
+
+    @Test(arguments: [1, 8, 1003])
+    func activations(_ n: Int) {
+        var x = randoms(n, seed: 21, scale: 5)
+        for (i, v) in [0, -3, 3, 2.9999, -80, 80].enumerated() where i < n { x[i] = Float(v) }
+        let dy = randoms(n, seed: 22)
+        typealias Fwd = (UnsafeMutablePointer<Float>, UnsafePointer<Float>, Int) -> Void
+        typealias Bwd = (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Void
+        let cases: [(String, Fwd, Bwd, ([Float]) -> [Float], ([Float], [Float]) -> [Float], Bool)] = [
+            ("relu", { reluForward(out: $0, inp: $1, n: $2) }, { reluBackward(dinp: $0, dout: $1, out: $2, n: $3) },
+             Reference.reluForward, Reference.reluBackward, false),
+            ("sigmoid", { sigmoidForward(out: $0, inp: $1, n: $2) }, { sigmoidBackward(dinp: $0, dout: $1, out: $2, n: $3) },
+             Reference.sigmoidForward, Reference.sigmoidBackward, false),
+            ("tanh", { tanhForward(out: $0, inp: $1, n: $2) }, { tanhBackward(dinp: $0, dout: $1, out: $2, n: $3) },
+             Reference.tanhForward, Reference.tanhBackward, false),
+            ("hardSigmoid", { hardSigmoidForward(out: $0, inp: $1, n: $2) },
+             { hardSigmoidBackward(dinp: $0, dout: $1, inp: $2, n: $3) },
+             Reference.hardSigmoidForward, { Reference.hardSigmoidBackward(dout: $0, inp: $1) }, true),
+        ]
+        for (name, fwd, bwd, refFwd, refBwd, backwardTakesInput) in cases {
+            var y = nans(n), dx = nans(n)
+            fwd(&y, x, n)
+            let refY = refFwd(x)
+            expectClose(y, refY, "\(name) forward n\(n)")
+            bwd(&dx, dy, backwardTakesInput ? x : y, n)
+            expectClose(dx, refBwd(dy, backwardTakesInput ? x : refY), "\(name) backward n\(n)")
+        }
+    }
+
+    @Test(arguments: [(1, 1), (6, 49), (4, 3136), (3, 13)])
+    func arithmeticAndPlanes(_ dims: (Int, Int)) {
+        let (planes, size) = dims, n = planes * size, label = "planes \(planes) size \(size)"
+        let a = randoms(n, seed: 23), b = randoms(n, seed: 24), s = randoms(planes, seed: 25)
+        var out = nans(n), acc = a
+        add(out: &out, a: a, b: b, n: n); expectClose(out, Reference.add(a: a, b: b), "\(label) add")
+        mul(out: &out, a: a, b: b, n: n); expectClose(out, Reference.mul(a: a, b: b), "\(label) mul")
+        affine(out: &out, a: a, scale: 1.5, shift: -0.25, n: n)
+        expectClose(out, Reference.affine(a: a, scale: 1.5, shift: -0.25), "\(label) affine")
+        accumulate(&acc, b, n: n); expectClose(acc, Reference.add(a: a, b: b), "\(label) accumulate")
+        scalePlanes(out: &out, x: a, s: s, planes: planes, size: size)
+        expectClose(out, Reference.scalePlanes(x: a, s: s, size: size), "\(label) scalePlanes")
+        // Plane reductions sum `size` floats in float32 lanes: the looser tolerance.
+        var red = nans(planes)
+        sumPlanes(out: &red, x: a, planes: planes, size: size)
+        expectClose(red, Reference.sumPlanes(x: a, size: size), rtol: 1e-4, atol: 1e-5, "\(label) sumPlanes")
+        expectClose([Float(sum(a, n: n))], [Reference.sumPlanes(x: a, size: n)[0]], rtol: 1e-4, atol: 1e-5, "\(label) sum")
+        dotPlanes(out: &red, a: a, b: b, planes: planes, size: size)
+        expectClose(red, Reference.dotPlanes(a: a, b: b, size: size), rtol: 1e-4, atol: 1e-5, "\(label) dotPlanes")
+    }
+
+    // MARK: Layout
+
+    @Test(arguments: [(2, 12, 5, 3), (2, 12, 5, 4), (1, 8, 1, 2), (3, 6, 7, 1)])
+    func channelShuffle(_ dims: (Int, Int, Int, Int)) {
+        let (n, c, s, g) = dims, x = randoms(n * c * s, seed: 26), label = "shuffle N\(n) C\(c) S\(s) g\(g)"
+        var y = nans(x.count), back = nans(x.count), inv = nans(x.count)
+        Kernels.channelShuffle(out: &y, inp: x, n: n, c: c, s: s, groups: g)
+        Kernels.channelShuffle(out: &back, inp: y, n: n, c: c, s: s, groups: g, inverse: true)
+        Kernels.channelShuffle(out: &inv, inp: x, n: n, c: c, s: s, groups: g, inverse: true)
+        #expect(y == Reference.channelShuffle(inp: x, n: n, c: c, s: s, groups: g), "\(label)")
+        #expect(inv == Reference.channelShuffle(inp: x, n: n, c: c, s: s, groups: g, inverse: true), "\(label) inverse")
+        #expect(back == x, "\(label) round trip")
+    }
+
+    @Test func concatAndSlice() {
+        let (n, s, c1, c2) = (2, 6, 3, 5)
+        let p1 = randoms(n * c1 * s, seed: 27), p2 = randoms(n * c2 * s, seed: 28)
+        var cat = nans(n * (c1 + c2) * s), back1 = nans(p1.count), back2 = nans(p2.count)
+        copyChannels(dst: &cat, dstChannels: c1 + c2, offset: 0, src: p1, srcChannels: c1, n: n, s: s)
+        copyChannels(dst: &cat, dstChannels: c1 + c2, offset: c1, src: p2, srcChannels: c2, n: n, s: s)
+        #expect(cat == Reference.concatChannels([p1, p2], channels: [c1, c2], n: n, s: s))
+        sliceChannels(out: &back1, src: cat, srcChannels: c1 + c2, offset: 0, channels: c1, n: n, s: s)
+        sliceChannels(out: &back2, src: cat, srcChannels: c1 + c2, offset: c1, channels: c2, n: n, s: s)
+        #expect(back1 == p1)
+        #expect(back2 == p2)
+    }
+}

@@ -1,0 +1,70 @@
+// The tape: fan-out sums gradients, no-grad keeps nothing alive, gradients keyed by parameter.
+
+import Foundation
+import Testing
+import TensorCore
+import NN
+import _TestSupport
+
+@Suite("Autograd")
+struct AutogradTests {
+    @Test func fanOutSumsGradientsOfThreeConsumers() {
+        // f(x) = Σ 2x + Σ relu(x) + Σ x²  ⇒  ∂f/∂x = 2 + [x > 0] + 2x (computed by hand below).
+        let x = Tensor(shape: [2, 3], scalars: [-1.5, -0.25, 0.5, 1, 2, -3])
+        let (v, g) = valueAndGradient(at: x) { x in (x * 2).sum() + relu(x).sum() + (x * x).sum() }
+        let xs = x.scalars
+        let expectedValue = xs.reduce(0) { $0 + 2 * $1 + max($1, 0) + $1 * $1 }
+        let expectedGrad = xs.map { 2 + ($0 > 0 ? 1 : 0) + 2 * $0 }
+        #expect(abs(v.item - expectedValue) < 1e-5)
+        expectClose(g.scalars, expectedGrad, "fan-out gradient")
+    }
+
+    @Test func unusedInputGetsZeroGradient() {
+        let (_, g) = valueAndGradient(at: [Tensor.ones([2]), Tensor.ones([3])]) { $0[0].sum() }
+        #expect(g[1].scalars == [0, 0, 0])
+    }
+
+    @Test func moduleGradientsAreKeyedByCheckpointKeys() {
+        var gen = SeededGenerator(seed: 1)
+        let conv = Conv2d(3, 4, kernel: 3, padding: 1, generator: &gen)
+        let bn = BatchNorm2d(4)
+        let model = Sequential([conv, bn, ReLU()])
+        let keys = model.namedParameters().map(\.0)
+        #expect(keys == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var"])
+        let x = Tensor.randomNormal([2, 3, 5, 5], seed: 2)
+        let (_, grads) = valueAndGradient(of: model) { model(x).mean() }
+        #expect(Set(grads.keys) == ["0.weight", "0.bias", "1.weight", "1.bias"])
+        #expect(grads["0.weight"]?.shape == [4, 3, 3, 3])
+        // Parameters come back untracked: a later forward records nothing.
+        #expect(!conv.weight.value.isTracked)
+    }
+
+    /// Peak live tensor bytes of a 20-layer forward, measured in a child process so that other
+    /// tests running in parallel do not disturb the process-wide counter.
+    @Test func noGradForwardKeepsAboutOneLayerAlive() async {
+        await #expect(processExitsWith: .success) {
+            let act = 1 * 16 * 32 * 32 * 4  // bytes of one activation
+            var gen = SeededGenerator(seed: 3)
+            let weights = (0..<20).map { _ in Tensor.randomNormal([16, 16, 3, 3], std: 0.1, generator: &gen) }
+            let x = Tensor.randomNormal([1, 16, 32, 32], generator: &gen)
+            func net(_ x: Tensor, _ ws: [Tensor]) -> Tensor {
+                var h = x
+                for w in ws { h = relu(conv2d(h, weight: w, padding: (1, 1))) }
+                return h.mean()
+            }
+            let base = TensorStorage.liveBytes
+            TensorStorage.resetPeak()
+            _ = withoutGradients { net(x, weights) }
+            let noGradPeak = TensorStorage.peakBytes - base
+            TensorStorage.resetPeak()
+            _ = valueAndGradient(at: weights) { net(x, $0) }
+            let tapedPeak = TensorStorage.peakBytes - base
+            print("no-grad peak \(noGradPeak) bytes, taped peak \(tapedPeak) bytes, one activation \(act) bytes")
+            // No-grad: the input of a layer, its conv output and its ReLU output at most.
+            if noGradPeak > 3 * act { exit(1) }
+            // With the tape every layer's activations stay alive (the measurement can fail).
+            if tapedPeak < 20 * act { exit(2) }
+            exit(0)
+        }
+    }
+}

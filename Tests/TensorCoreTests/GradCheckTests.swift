@@ -1,0 +1,101 @@
+// Every op's tape gradient against central finite differences on small random inputs.
+
+import Testing
+import TensorCore
+import _TestSupport
+
+@Suite("Finite differences")
+struct GradCheckTests {
+    func randn(_ shape: [Int], _ seed: UInt64, std: Float = 1) -> Tensor { Tensor.randomNormal(shape, std: std, seed: seed) }
+
+    @Test func conv2dPlainGroupedStridedDilated() {
+        checkGradients(at: [randn([2, 4, 5, 6], 1), randn([6, 4, 3, 3], 2, std: 0.3), randn([6], 3)], "conv k3 p1") {
+            conv2d($0[0], weight: $0[1], bias: $0[2], padding: (1, 1))
+        }
+        checkGradients(at: [randn([1, 4, 7, 7], 4), randn([4, 2, 3, 3], 5, std: 0.3)], "conv groups 2 stride 2") {
+            conv2d($0[0], weight: $0[1], stride: (2, 2), padding: (1, 1), groups: 2)
+        }
+        checkGradients(at: [randn([1, 3, 6, 6], 6), randn([3, 1, 3, 3], 7, std: 0.3)], "depthwise") {
+            conv2d($0[0], weight: $0[1], padding: (1, 1), groups: 3)
+        }
+        checkGradients(at: [randn([1, 2, 7, 7], 8), randn([3, 2, 3, 3], 9, std: 0.3)], "dilation 2") {
+            conv2d($0[0], weight: $0[1], padding: (2, 2), dilation: (2, 2))
+        }
+    }
+
+    @Test func batchNormTrainAndEval() {
+        var rm = Tensor.zeros([3]), rv = Tensor.ones([3])
+        checkGradients(at: [randn([3, 3, 2, 3], 10), randn([3], 11), randn([3], 12)], "bn train") {
+            batchNorm($0[0], weight: $0[1], bias: $0[2], runningMean: &rm, runningVar: &rv, training: true)
+        }
+        var em = randn([3], 13, std: 0.1), ev = Tensor.ones([3]).scaled(by: 1.5)
+        checkGradients(at: [randn([2, 3, 2, 2], 14), randn([3], 15), randn([3], 16)], "bn eval") {
+            batchNorm($0[0], weight: $0[1], bias: $0[2], runningMean: &em, runningVar: &ev, training: false)
+        }
+    }
+
+    @Test func activations() {
+        let x = randn([2, 3, 4, 5], 20, std: 2)
+        checkGradients(at: [x], "relu") { relu($0[0]) }
+        checkGradients(at: [x], "sigmoid") { sigmoid($0[0]) }
+        checkGradients(at: [x], "tanh") { tanh($0[0]) }
+        // Kept away from the kinks at ±3, where a finite difference straddles the corner.
+        checkGradients(at: [randn([2, 3, 4, 5], 22, std: 0.8)], "hardSigmoid") { hardSigmoid($0[0]) }
+    }
+
+    @Test func pooling() {
+        let x = randn([1, 2, 7, 8], 21)
+        // Max pooling: distinct values 0.05 apart, so no step of the finite difference swaps a maximum.
+        var g = SeededGenerator(seed: 23)
+        let spaced = Tensor(shape: [1, 2, 7, 8], scalars: (0..<112).map { Float($0) * 0.05 - 2.8 }.shuffled(using: &g))
+        checkGradients(at: [spaced], "max k3 s2 p1 ceil") { maxPool2d($0[0], kernel: (3, 3), stride: (2, 2), padding: (1, 1), ceilMode: true) }
+        checkGradients(at: [x], "avg k3 s2 ceil excl") {
+            avgPool2d($0[0], kernel: (3, 3), stride: (2, 2), padding: (1, 1), ceilMode: true, countIncludePad: false)
+        }
+        checkGradients(at: [x], "avg k2") { avgPool2d($0[0], kernel: (2, 2)) }
+        checkGradients(at: [x], "global avg") { globalAvgPool2d($0[0]) }
+        checkGradients(at: [spaced], "global max") { globalMaxPool2d($0[0]) }
+    }
+
+    @Test func linearAndMatmul() {
+        checkGradients(at: [randn([3, 5], 30), randn([4, 5], 31), randn([4], 32)], "linear") { linear($0[0], weight: $0[1], bias: $0[2]) }
+        checkGradients(at: [randn([3, 5], 33), randn([5, 2], 34)], "matmul") { matmul($0[0], $0[1]) }
+    }
+
+    @Test func broadcastArithmetic() {
+        let a = randn([2, 3, 2, 2], 40), b = randn([2, 3, 1, 1], 41), c = randn([1, 3, 1, 1], 42), d = randn([3, 1, 2], 43)
+        checkGradients(at: [a, b], "mul N×C×1×1") { $0[0] * $0[1] }
+        checkGradients(at: [a, c], "mul 1×C×1×1") { $0[0] * $0[1] }
+        checkGradients(at: [a, d], "add general") { $0[0] + $0[1] }
+        checkGradients(at: [a, b], "sub") { $0[0] - $0[1] }
+        checkGradients(at: [a, b.scaled(by: 0.2, adding: 2)], "div") { $0[0] / $0[1] }
+    }
+
+    @Test func layoutOps() {
+        checkGradients(at: [randn([2, 2, 2, 3], 50), randn([2, 3, 2, 3], 51)], "concat") { concatChannels($0) }
+        checkGradients(at: [randn([1, 6, 2, 2], 52)], "shuffle") { channelShuffle($0[0], groups: 3) }
+        checkGradients(at: [randn([2, 3, 4], 53)], "reshape") { $0[0].reshaped([6, 4]) }
+        checkGradients(at: [randn([2, 3, 4], 54)], "mean/sum") { $0[0].mean(axes: [1], keepDims: true) * $0[0].sum(axes: [0]) }
+    }
+
+    @Test func losses() {
+        checkGradients(at: [randn([3, 5], 60)], "logSoftmax") { logSoftmax($0[0]) }
+        checkGradients(at: [randn([4, 6], 61)], "cross-entropy ε=0.1") { crossEntropy(logits: $0[0], targets: [0, 5, 2, 2], labelSmoothing: 0.1) }
+    }
+
+    @Test func dropoutUsesOneMask() {
+        // The same seed gives the same mask on every evaluation, so the function is fixed.
+        checkGradients(at: [randn([4, 5], 70)], "dropout") { x in
+            var g = SeededGenerator(seed: 5)
+            return dropout(x[0], p: 0.3, generator: &g)
+        }
+    }
+
+    @Test func squeezeExcitationBlock() {
+        checkGradients(at: [randn([2, 8, 3, 3], 80), randn([2, 8, 1, 1], 81, std: 0.5), randn([2], 82),
+                            randn([8, 2, 1, 1], 83, std: 0.5), randn([8], 84)], "SE block") { t in
+            let s = sigmoid(conv2d(relu(conv2d(globalAvgPool2d(t[0]), weight: t[1], bias: t[2])), weight: t[3], bias: t[4]))
+            return relu(t[0] * s + t[0])
+        }
+    }
+}

@@ -1,0 +1,52 @@
+// A shape mismatch stops the program with a message naming the op and both shapes. Each case
+// runs in a child process (Swift Testing exit tests) whose standard error is checked.
+
+import Foundation
+import Testing
+import TensorCore
+
+@Suite("Shape errors")
+struct ShapeErrorTests {
+    static func stderr(_ r: ExitTest.Result?) -> String {
+        r.map { String(decoding: $0.standardErrorContent, as: UTF8.self) } ?? ""
+    }
+
+    @Test func conv2dNamesBothShapes() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = conv2d(Tensor.zeros([1, 3, 8, 8]), weight: Tensor.zeros([4, 5, 3, 3]))
+        }
+        let e = Self.stderr(r)
+        #expect(e.contains("conv2d") && e.contains("[1, 3, 8, 8]") && e.contains("[4, 5, 3, 3]"), "\(e)")
+    }
+
+    @Test func matmulNamesBothShapes() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = matmul(Tensor.zeros([2, 3]), Tensor.zeros([4, 5]))
+        }
+        let e = Self.stderr(r)
+        #expect(e.contains("matmul") && e.contains("[2, 3]") && e.contains("[4, 5]"), "\(e)")
+    }
+
+    @Test func addNamesBothShapes() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = Tensor.zeros([2, 3, 4, 4]) + Tensor.zeros([2, 5, 1, 1])
+        }
+        let e = Self.stderr(r)
+        #expect(e.contains("add") && e.contains("[2, 3, 4, 4]") && e.contains("[2, 5, 1, 1]"), "\(e)")
+    }
+
+    @Test func concatNamesBothShapes() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = concatChannels([Tensor.zeros([1, 2, 4, 4]), Tensor.zeros([1, 2, 5, 4])])
+        }
+        let e = Self.stderr(r)
+        #expect(e.contains("concatChannels") && e.contains("[1, 2, 4, 4]") && e.contains("[1, 2, 5, 4]"), "\(e)")
+    }
+
+    @Test func linearAndBatchNormNameTheirShapes() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = linear(Tensor.zeros([2, 3]), weight: Tensor.zeros([4, 5]))
+        }
+        #expect(Self.stderr(r).contains("linear: input [2, 3] and weight [4, 5]"))
+    }
+}
