@@ -38,11 +38,17 @@ demo: deps
 	.build/release/senet demo
 
 ## bench: our convolution timings beside PyTorch's (same machine, same run), into docs/performance.md.
+## ROUNDS rounds alternate ours and PyTorch so that noise hits both; the table keeps medians.
+ROUNDS ?= 3
 bench: deps $(BENCH_VENV)/ok
 	swift build $(SWIFT_FLAGS) --product senet-bench
 	mkdir -p bench-out
-	.build/release/senet-bench conv --json > bench-out/ours.jsonl
-	$(BENCH_VENV)/bin/python Scripts/bench_torch.py --json > bench-out/torch.jsonl
+	rm -f bench-out/ours.jsonl bench-out/torch.jsonl
+	for r in $$(seq $(ROUNDS)); do \
+		echo "round $$r/$(ROUNDS)" >&2; \
+		OMP_NUM_THREADS=2 .build/release/senet-bench conv --json >> bench-out/ours.jsonl; \
+		OMP_NUM_THREADS=2 $(BENCH_VENV)/bin/python Scripts/bench_torch.py --threads 2 --json >> bench-out/torch.jsonl; \
+	done
 	$(PYTHON) Scripts/perf_table.py bench-out/ours.jsonl bench-out/torch.jsonl --out docs/performance.md \
 		--machine "$$(lscpu | sed -n 's/^Model name: *//p'), $$(nproc) cores, 2 threads"
 

@@ -13,6 +13,7 @@ ignored. One table row per (id, batch, pass); ratio = torch ms / ours ms, so
 import argparse
 import datetime
 import json
+import statistics
 import math
 import os
 import sys
@@ -35,7 +36,22 @@ def load(path, rows, order):
             key = (r["id"], int(r["batch"]), r["pass"])
             if r["id"] not in order:
                 order[r["id"]] = len(order)
-            rows.setdefault(key, {})[r["layout"]] = r
+            rows.setdefault(key, {}).setdefault(r["layout"], []).append(r)
+
+
+def collapse(rows):
+    """Several rounds of the same (shape, batch, pass, layout): median of the per-round medians,
+    min of the minima, max of the maxima (rounds are interleaved ours/torch by `make bench`)."""
+    for d in rows.values():
+        for lay, rs in list(d.items()):
+            med = statistics.median(r["ms_median"] for r in rs)
+            r0 = dict(rs[0])
+            r0["gflops"] = r0["gflops"] * r0["ms_median"] / med
+            r0["ms_median"] = med
+            r0["ms_min"] = min(r["ms_min"] for r in rs)
+            r0["ms_max"] = max(r["ms_max"] for r in rs)
+            r0["rounds"] = len(rs)
+            d[lay] = r0
 
 
 def fmt_ms(v):
@@ -68,8 +84,8 @@ def status(r_nchw, r_cl):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("ours")
-    ap.add_argument("torch")
+    ap.add_argument("ours", help="our JSON lines (several rounds may be concatenated)")
+    ap.add_argument("torch", help="bench_torch.py JSON lines (likewise)")
     ap.add_argument("--out", default="docs/performance.md",
                     help="markdown file to write ('-' for stdout only)")
     ap.add_argument("--machine", default="(not specified)")
@@ -81,6 +97,7 @@ def main(argv=None):
     # torch first so shapes keep the ResNet-50 order of bench_torch.py
     load(args.torch, rows, order)
     load(args.ours, rows, order)
+    collapse(rows)
     keys = sorted(rows, key=lambda k: (order[k[0]], k[1], PASS_ORDER.get(k[2], 99), k[2]))
 
     threads = args.threads

@@ -62,7 +62,8 @@ struct ConvBench: ParsableCommand {
                         print(#"{"id":"\#(id)","batch":\#(n),"pass":"\#(name)","layout":"ours","ms_median":\#(t.median),"ms_min":\#(t.min),"ms_max":\#(t.max),"gflops":\#(gflops),"impl":"\#(impl)","threads":\#(kernelThreads)}"#)
                     } else {
                         print(id.padding(toLength: 18, withPad: " ", startingAt: 0)
-                              + String(format: " %5d  %-16s %9.3f %8.3f %8.3f %8.1f  %@", n, name, t.median, t.min, t.max, gflops, impl))
+                              + String(format: " %5d  ", n) + name.padding(toLength: 16, withPad: " ", startingAt: 0)
+                              + String(format: " %9.3f %8.3f %8.3f %8.1f  ", t.median, t.min, t.max, gflops) + impl)
                     }
                 }
             }
