@@ -128,8 +128,15 @@ final class PlanOperand {
 
 typealias PlanArg = (Int32, Bool, dnnl_memory_desc_t, dnnl_query_t, Int)
 
+/// Something that runs one kernel on the caller's buffers (a oneDNN primitive, or our own GEMM
+/// formulation); `impl` names it for benchmarks and diagnostics.
+protocol KernelPlan: AnyObject {
+    var impl: String { get }
+    func execute(_ pointers: [UnsafeMutableRawPointer])
+}
+
 /// A primitive with its operands, executable on raw pointers in the caller's plain layouts.
-final class DNNLPlan {
+final class DNNLPlan: KernelPlan {
     let primitive: dnnl_primitive_t
     let operands: [PlanOperand]
     let impl: String
@@ -177,25 +184,16 @@ final class DNNLPlan {
 
 /// A thread-safe cache of plans keyed by a hashable shape description.
 final class PlanCache<Key: Hashable>: @unchecked Sendable {
-    private var plans: [Key: DNNLPlan] = [:]
+    private var plans: [Key: KernelPlan] = [:]
     private let lock = NSLock()
 
-    func plan(_ key: Key, make: () -> DNNLPlan) -> DNNLPlan {
-        lock.lock()
-        defer { lock.unlock() }
-        if let p = plans[key] { return p }
-        let p = make()
-        plans[key] = p
-        return p
-    }
-
-    func cached(_ key: Key) -> DNNLPlan? {
+    func cached(_ key: Key) -> KernelPlan? {
         lock.lock()
         defer { lock.unlock() }
         return plans[key]
     }
 
-    func store(_ key: Key, _ plan: DNNLPlan) {
+    func store(_ key: Key, _ plan: KernelPlan) {
         lock.lock()
         defer { lock.unlock() }
         plans[key] = plan

@@ -1,0 +1,57 @@
+// Every convolution plan the autotuner may pick (oneDNN plain, oneDNN blocked, per-image GEMM
+// for 1×1) is checked on its own against the reference twin: the autotuner's choice depends on
+// timing, so each path must be right independently of which one wins here.
+
+@testable import Kernels
+import Testing
+import _TestSupport
+
+@Suite struct ConvCandidateTests {
+    static let shapes: [Conv2DShape] = [
+        .init(n: 2, c: 32, h: 7, w: 7, o: 48, kh: 1, kw: 1),
+        .init(n: 3, c: 16, h: 5, w: 6, o: 8, kh: 1, kw: 1),
+        .init(n: 2, c: 32, h: 14, w: 14, o: 32, kh: 3, kw: 3, ph: 1, pw: 1),
+        .init(n: 2, c: 16, h: 9, w: 9, o: 32, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1, groups: 4),
+    ]
+
+    @Test(arguments: shapes)
+    func everyCandidateMatchesTheReference(_ s: Conv2DShape) {
+        func rand(_ n: Int, _ seed: UInt64) -> [Float] {
+            var st = seed
+            return (0..<n).map { _ in st = st &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407; return Float(st >> 40) / Float(1 << 23) - 1 }
+        }
+        let x = rand(s.inputCount, 1), w = rand(s.weightCount, 2), b = rand(s.o, 3), dy = rand(s.outputCount, 4)
+        let refY = Reference.conv2dForward(inp: x, weight: w, bias: b, s)
+        let refDx = Reference.conv2dBackwardData(dout: dy, weight: w, s)
+        let refDw = Reference.conv2dBackwardWeights(inp: x, dout: dy, s)
+        /// Runs `plan` on copies of `arrays` and returns the copies afterwards.
+        func run(_ plan: KernelPlan, _ arrays: [[Float]]) -> [[Float]] {
+            let bufs = arrays.map { a -> UnsafeMutablePointer<Float> in
+                let p = UnsafeMutablePointer<Float>.allocate(capacity: a.count)
+                p.initialize(from: a, count: a.count)
+                return p
+            }
+            defer { bufs.forEach { $0.deallocate() } }
+            plan.execute(bufs.map { UnsafeMutableRawPointer($0) })
+            return zip(bufs, arrays).map { Array(UnsafeBufferPointer(start: $0, count: $1.count)) }
+        }
+        func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
+        for pass in [ConvPass.forward, .backwardData, .backwardWeights] {
+            let plans = convCandidates(ConvKey(shape: s, pass: pass, bias: pass != .backwardData), policy: .auto)
+            #expect(plans.count >= 2, "\(s) \(pass): only \(plans.map(\.impl))")
+            for plan in plans {
+                let label = "\(s) \(pass) \(plan.impl)"
+                switch pass {
+                case .forward:
+                    expectClose(run(plan, [x, w, b, nans(s.outputCount)])[3], refY, rtol: 1e-4, atol: 1e-5, label)
+                case .backwardData:
+                    expectClose(run(plan, [dy, w, nans(s.inputCount)])[2], refDx, rtol: 1e-4, atol: 1e-5, label)
+                case .backwardWeights:
+                    let out = run(plan, [x, dy, nans(s.weightCount), nans(s.o)])
+                    expectClose(out[2], refDw.dweight, rtol: 1e-4, atol: 1e-5, label)
+                    expectClose(out[3], refDw.dbias, rtol: 1e-4, atol: 1e-5, label + " bias")
+                }
+            }
+        }
+    }
+}
