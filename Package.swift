@@ -19,7 +19,8 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["CDNNL"]),
         .target(name: "TensorCore", dependencies: ["Kernels"]),
         .target(name: "NN", dependencies: ["TensorCore"]),
-        .target(name: "SENet", dependencies: ["Kernels", "TensorCore", "NN"]),
+        .target(name: "Models", dependencies: ["NN", "TensorCore"]),
+        .target(name: "SENet", dependencies: ["Kernels", "TensorCore", "NN", "Models"]),
         .executableTarget(name: "senet", dependencies: [
             "SENet", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -29,6 +30,7 @@ let package = Package(
         .target(name: "_TestSupport", dependencies: ["TensorCore", "Kernels"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "_TestSupport"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "NN", "_TestSupport"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "NN", "TensorCore", "_TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["senet"]),
     ],
     swiftLanguageModes: [.v5]

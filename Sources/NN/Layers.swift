@@ -2,6 +2,15 @@
 
 import TensorCore
 
+/// How a convolution's weight is drawn.
+public enum WeightInit: Sendable {
+    /// PyTorch's default for Conv2d/Linear: U(±1/√fan_in).
+    case pytorchDefault
+    /// He et al. (2015) normal, fan_out, ReLU gain: N(0, 2/fan_out), as torchvision/timm ResNets
+    /// and the paper (§5.1).
+    case heNormal
+}
+
 /// 2-D convolution: weight [O, C/groups, kh, kw], optional bias [O]; keys `weight`, `bias`.
 /// Default init as PyTorch (U(±1/√fan_in) for weight and bias).
 public final class Conv2d: Module {
@@ -10,10 +19,14 @@ public final class Conv2d: Module {
     public let stride: (Int, Int), padding: (Int, Int), dilation: (Int, Int), groups: Int
 
     public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
-                dilation: Int = 1, groups: Int = 1, bias: Bool = true, generator: inout SeededGenerator) {
+                dilation: Int = 1, groups: Int = 1, bias: Bool = true, initialization: WeightInit = .pytorchDefault,
+                generator: inout SeededGenerator) {
         precondition(inChannels % groups == 0 && outChannels % groups == 0, "Conv2d: channels not divisible by groups")
         let shape = [outChannels, inChannels / groups, kernel, kernel]
-        weight = Parameter(Tensor.pytorchDefaultWeight(shape, generator: &generator))
+        switch initialization {
+        case .pytorchDefault: weight = Parameter(Tensor.pytorchDefaultWeight(shape, generator: &generator))
+        case .heNormal: weight = Parameter(Tensor.heNormal(shape, generator: &generator))
+        }
         self.bias = bias ? Parameter(Tensor.pytorchDefaultBias(outChannels, fanIn: shape[1] * kernel * kernel, generator: &generator)) : nil
         self.stride = (stride, stride)
         self.padding = (padding, padding)
@@ -22,7 +35,9 @@ public final class Conv2d: Module {
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
-        conv2d(x, weight: weight.value, bias: bias?.value, stride: stride, padding: padding, dilation: dilation, groups: groups)
+        let y = conv2d(x, weight: weight.value, bias: bias?.value, stride: stride, padding: padding, dilation: dilation, groups: groups)
+        LayerRecorder.note(self, "Conv2d", y, macsPerImage: y.count / max(y.shape[0], 1) * weight.value.count / weight.shape[0])
+        return y
     }
 }
 
@@ -45,8 +60,10 @@ public final class BatchNorm2d: Module {
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
-        batchNorm(x, weight: weight.value, bias: bias.value, runningMean: &runningMean.value, runningVar: &runningVar.value,
-                  training: isTraining, momentum: momentum, eps: eps)
+        let y = batchNorm(x, weight: weight.value, bias: bias.value, runningMean: &runningMean.value, runningVar: &runningVar.value,
+                          training: isTraining, momentum: momentum, eps: eps)
+        LayerRecorder.note(self, "BatchNorm2d", y, macsPerImage: 0)
+        return y
     }
 }
 
@@ -61,11 +78,44 @@ public final class Linear: Module {
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
-        linear(x, weight: weight.value, bias: bias?.value)
+        let y = linear(x, weight: weight.value, bias: bias?.value)
+        LayerRecorder.note(self, "Linear", y, macsPerImage: weight.value.count)
+        return y
     }
 }
 
 /// ReLU as a layer (no parameters).
 public final class ReLU: Module {
     public override func callAsFunction(_ x: Tensor) -> Tensor { relu(x) }
+}
+
+/// Max pooling as a layer (no parameters).
+public final class MaxPool2d: Module {
+    public let kernel: Int, stride: Int, padding: Int, ceilMode: Bool
+
+    public init(kernel: Int, stride: Int, padding: Int = 0, ceilMode: Bool = false) {
+        (self.kernel, self.stride, self.padding, self.ceilMode) = (kernel, stride, padding, ceilMode)
+    }
+
+    public override func callAsFunction(_ x: Tensor) -> Tensor {
+        let y = maxPool2d(x, kernel: (kernel, kernel), stride: (stride, stride), padding: (padding, padding), ceilMode: ceilMode)
+        LayerRecorder.note(self, "MaxPool2d", y, macsPerImage: 0)
+        return y
+    }
+}
+
+/// Dropout with probability `p` in training mode, identity in evaluation. Draws its masks from
+/// its own seeded generator, so a run is reproducible.
+public final class Dropout: Module {
+    public let p: Float
+    private var _generator: SeededGenerator
+
+    public init(p: Float, seed: UInt64 = 0) {
+        self.p = p
+        _generator = SeededGenerator(seed: seed)
+    }
+
+    public override func callAsFunction(_ x: Tensor) -> Tensor {
+        isTraining && p > 0 ? dropout(x, p: p, generator: &_generator) : x
+    }
 }

@@ -26,6 +26,8 @@ public final class Parameter {
 open class Module {
     /// Training (batch statistics, dropout on) or evaluation mode. Set with `train()` / `eval()`.
     public private(set) var isTraining = true
+    /// The checkpoint-key path from the root, once the root's `assignPaths()` has run.
+    public internal(set) var path = ""
 
     public init() {}
 
@@ -37,13 +39,19 @@ open class Module {
     /// Containers whose children are not stored properties (e.g. `Sequential`) override this.
     open var childrenOverride: [(String, Module)]? { nil }
 
-    /// Direct children in declaration order, with their key names.
+    /// The checkpoint key of the child stored in property `name` (already snake_cased). Layouts
+    /// that name the same part differently override this (timm's `se` is the Caffe port's
+    /// `se_module`); an empty string inlines the child's keys into this module's.
+    open func keyName(forProperty name: String) -> String { name }
+
+    /// Direct children in declaration order, with their key names ("" for an inlined child).
     public var children: [(String, Module)] {
         if let o = childrenOverride { return o }
         var out: [(String, Module)] = []
         for (label, value) in reflectedProperties() {
-            if let m = value as? Module { out.append((label, m)) }
-            else if let ms = value as? [Module] { out += ms.enumerated().map { ("\(label).\($0.offset)", $0.element) } }
+            let key = keyName(forProperty: label)
+            if let m = value as? Module { out.append((key, m)) }
+            else if let ms = value as? [Module] { out += ms.enumerated().map { ("\(key).\($0.offset)", $0.element) } }
         }
         return out
     }
@@ -57,7 +65,8 @@ open class Module {
     public func namedParameters(includeBuffers: Bool = true) -> [(String, Parameter)] {
         var out = ownParameters.filter { includeBuffers || !$0.1.isBuffer }
         for (name, child) in children {
-            out += child.namedParameters(includeBuffers: includeBuffers).map { ("\(name).\($0.0)", $0.1) }
+            let prefix = name.isEmpty ? "" : name + "."
+            out += child.namedParameters(includeBuffers: includeBuffers).map { (prefix + $0.0, $0.1) }
         }
         return out
     }
@@ -83,7 +92,7 @@ open class Module {
         while let m = mirror { chain.append(m); mirror = m.superclassMirror }
         for m in chain.reversed() {
             for child in m.children {
-                guard let label = child.label, !label.hasPrefix("_") else { continue }
+                guard let label = child.label, !label.hasPrefix("_"), label != "path", label != "isTraining" else { continue }
                 // Unwrap optionals (`let se: SqueezeExcitation?`).
                 let value = child.value
                 let inner = Mirror(reflecting: value)

@@ -2,6 +2,7 @@
 
 @_exported import TensorCore
 @_exported import NN
+@_exported import Models
 
 /// The library's version.
 public enum SENetVersion {

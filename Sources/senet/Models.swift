@@ -1,0 +1,107 @@
+// `senet models` and `senet summary`: the registry, and a per-layer table of one model.
+
+import ArgumentParser
+import Foundation
+import SENet
+
+/// Runs one forward pass of `model` at batch 1 and returns its per-layer records.
+func profile(_ model: Module, height: Int, width: Int, inChannels: Int) -> LayerRecorder {
+    model.eval()
+    let recorder = LayerRecorder()
+    let x = Tensor.zeros([1, inChannels, height, width])
+    _ = withoutGradients { recorder.record(model) { model(x) } }
+    return recorder
+}
+
+func formatCount(_ n: Int) -> String {
+    let s = String(n)
+    var out = ""
+    for (i, ch) in s.reversed().enumerated() {
+        if i > 0 && i % 3 == 0 { out.append(",") }
+        out.append(ch)
+    }
+    return String(out.reversed())
+}
+
+struct Models: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "models", abstract: "List the model registry: name, family, parameters, MACs at the default input size.")
+
+    @Flag(help: "Skip the MAC count (faster: no forward pass).") var noMacs = false
+
+    func run() throws {
+        print("name".padding(toLength: 28, withPad: " ", startingAt: 0) + "family".padding(toLength: 12, withPad: " ", startingAt: 0)
+              + "params".leftPad(14) + "GMACs".leftPad(9) + "  input")
+        for e in ModelRegistry.entries {
+            let model = e()
+            let (h, w) = e.defaultInputSize
+            let macs = noMacs ? "-" : String(format: "%.3f", Double(profile(model, height: h, width: w, inChannels: 3).totalMACs) / 1e9)
+            print(e.name.padding(toLength: 28, withPad: " ", startingAt: 0) + e.family.padding(toLength: 12, withPad: " ", startingAt: 0)
+                  + formatCount(model.parameterCount).leftPad(14) + macs.leftPad(9) + "  \(h)×\(w)")
+        }
+    }
+}
+
+struct Summary: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Per-layer table of a model (name, output shape, parameters, MACs) and totals.")
+
+    @Argument(help: "Model name (see `senet models`).") var model: String
+    @Option(help: "SE reduction ratio r in every SE block (paper Table 10).") var reduction: Int?
+    @Option(help: "Comma-separated paper stages 2-5 that keep SE (Table 13), or 'none'.") var seStages: String?
+    @Option(help: "SE placement: standard, pre, post, identity, after3x3 (Table 14/15).") var sePlacement: String?
+    @Option(parsing: .upToNextOption, help: "Input height and width.") var inputSize: [Int] = []
+    @Option(help: "Number of classes (default: the model's, 1000 for ImageNet models, 10 for CIFAR ones).") var numClasses: Int?
+    @Option(help: "Input channels.") var inChannels = 3
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() throws {
+        let entry = try ModelRegistry.entry(model)
+        var options = ModelOptions(numClasses: numClasses, inChannels: inChannels, reduction: reduction)
+        if let s = seStages {
+            let stages = s == "none" ? [] : s.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard stages.allSatisfy({ $0 != nil && (2...5).contains($0!) }) else {
+                throw ValidationError("--se-stages takes stage numbers 2-5 separated by commas (or 'none'), got '\(s)'")
+            }
+            options.seStages = Set(stages.map { $0! })
+        }
+        if let p = sePlacement {
+            guard let placement = SEPlacement(rawValue: p) else {
+                throw ValidationError("--se-placement must be one of \(SEPlacement.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            options.sePlacement = placement
+        }
+        if let r = reduction, r < 1 { throw ValidationError("--reduction must be at least 1") }
+        let (h, w): (Int, Int)
+        switch inputSize.count {
+        case 0: (h, w) = entry.defaultInputSize
+        case 1: (h, w) = (inputSize[0], inputSize[0])
+        case 2: (h, w) = (inputSize[0], inputSize[1])
+        default: throw ValidationError("--input-size takes H and W")
+        }
+        try ModelRegistry.checkInputSize(model, height: h, width: w)
+        let net = entry(options)
+        let rec = profile(net, height: h, width: w, inChannels: inChannels)
+        if json {
+            let obj: [String: Any] = ["model": model, "parameters": net.parameterCount, "macs": rec.totalMACs,
+                                      "input_size": [h, w], "num_classes": numClasses ?? entry.defaultNumClasses, "layers": rec.records.count]
+            let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        print("layer".padding(toLength: 34, withPad: " ", startingAt: 0) + "kind".padding(toLength: 12, withPad: " ", startingAt: 0)
+              + "output".padding(toLength: 20, withPad: " ", startingAt: 0) + "params".leftPad(12) + "MACs".leftPad(16))
+        for r in rec.records {
+            let shape = r.outputShape.dropFirst().map(String.init).joined(separator: "×")
+            print(r.path.padding(toLength: 34, withPad: " ", startingAt: 0) + r.kind.padding(toLength: 12, withPad: " ", startingAt: 0)
+                  + shape.padding(toLength: 20, withPad: " ", startingAt: 0) + formatCount(r.parameters).leftPad(12)
+                  + formatCount(r.macs).leftPad(16))
+        }
+        print("total: \(formatCount(net.parameterCount)) parameters, \(formatCount(rec.totalMACs)) MACs "
+              + String(format: "(%.3f GMACs)", Double(rec.totalMACs) / 1e9) + " at \(h)×\(w)")
+    }
+}
+
+extension String {
+    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+}

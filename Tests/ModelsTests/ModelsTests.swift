@@ -1,0 +1,146 @@
+// The zoo against its oracles: timm's parameter counts, state-dict keys and shapes and MAC
+// counts (Tests/Fixtures/timm_models.json, written by Scripts/timm_oracle.py), and the paper's
+// complexity tables. Tests are generated from the registry.
+
+import Foundation
+import Models
+import NN
+import Testing
+import TensorCore
+import _TestSupport
+
+/// Tests/Fixtures/timm_models.json.
+struct TimmOracle {
+    let params: [String: Int]
+    let macs: [String: Int]
+    let keyCounts: [String: Int]
+    let keys: [String: [(String, [Int])]]
+    let byReduction: [Int: Int]
+
+    static let shared: TimmOracle = {
+        let url = fixturesDirectory.appendingPathComponent("timm_models.json")
+        let root = (try? JSONSerialization.jsonObject(with: Data(contentsOf: url))) as? [String: Any] ?? [:]
+        let models = root["models"] as? [String: [String: Any]] ?? [:]
+        var keys: [String: [(String, [Int])]] = [:]
+        for (name, list) in root["keys"] as? [String: [[Any]]] ?? [:] {
+            keys[name] = list.map { ($0[0] as? String ?? "", $0[1] as? [Int] ?? []) }
+        }
+        let byR = (root["seresnet50_by_reduction"] as? [String: Int] ?? [:]).reduce(into: [Int: Int]()) { $0[Int($1.key)!] = $1.value }
+        return TimmOracle(params: models.compactMapValues { $0["params"] as? Int },
+                          macs: models.compactMapValues { $0["macs_224"] as? Int },
+                          keyCounts: models.compactMapValues { $0["state_dict_keys"] as? Int },
+                          keys: keys, byReduction: byR)
+    }()
+}
+
+/// Parameters and MACs per image of `name` at `size`² with `options`.
+func complexity(_ name: String, _ options: ModelOptions = ModelOptions(), size: Int = 224) throws -> (params: Int, macs: Int) {
+    let model = try ModelRegistry.create(name, options)
+    model.eval()
+    let rec = LayerRecorder()
+    _ = withoutGradients { rec.record(model) { model(Tensor.zeros([1, options.inChannels, size, size])) } }
+    return (model.parameterCount, rec.totalMACs)
+}
+
+@Suite("Model zoo", .serialized)
+struct ModelsTests {
+    static let timmNamed = ModelRegistry.names.filter { TimmOracle.shared.params[$0] != nil }
+
+    @Test func oracleCoversTheTimmNamedModels() {
+        #expect(Self.timmNamed.count >= 20, "oracle has \(Self.timmNamed)")
+        #expect(TimmOracle.shared.params["seresnet50"] == 28_088_024)
+    }
+
+    @Test(arguments: timmNamed)
+    func parameterCountAndKeysMatchTimm(_ name: String) throws {
+        let model = try ModelRegistry.create(name)
+        #expect(model.parameterCount == TimmOracle.shared.params[name], "\(name)")
+        #expect(model.namedParameters().count == TimmOracle.shared.keyCounts[name], "\(name) state-dict keys")
+    }
+
+    @Test(arguments: ["seresnet50", "legacy_seresnet50", "seresnext50_32x4d", "legacy_senet154", "seresnet18"])
+    func stateDictKeysAndShapesEqualTimm(_ name: String) throws {
+        let expected = try #require(TimmOracle.shared.keys[name], "no oracle keys for \(name)")
+        let ours = try ModelRegistry.create(name).namedParameters().map { ($0.0, $0.1.shape) }
+        #expect(ours.count == expected.count)
+        for (i, (o, e)) in zip(ours, expected).enumerated() where o.0 != e.0 || o.1 != e.1 {
+            Issue.record("\(name) key #\(i): ours \(o.0) \(o.1), timm \(e.0) \(e.1)")
+            break
+        }
+    }
+
+    /// MACs of every conv and linear layer at 224², equal to a count made with hooks in PyTorch.
+    @Test(arguments: ["resnet50", "seresnet50", "legacy_seresnet50", "seresnext50_32x4d", "legacy_seresnext26_32x4d", "seresnet18"])
+    func macsEqualTimm(_ name: String) throws {
+        let (_, macs) = try complexity(name)
+        #expect(macs == TimmOracle.shared.macs[name], "\(name)")
+    }
+
+    /// Table 2 (GMACs at 224², baseline → SE) in the paper's (Caffe) layout, within 1%.
+    @Test(arguments: [("legacy_seresnet50", 3.86, 3.87), ("legacy_seresnet101", 7.58, 7.60), ("legacy_seresnet152", 11.30, 11.32),
+                      ("legacy_seresnext50_32x4d", 4.24, 4.25), ("legacy_seresnext101_32x4d", 7.99, 8.00)])
+    func paperTable2Complexity(_ c: (String, Double, Double)) throws {
+        let se = Double(try complexity(c.0).macs) / 1e9
+        let base = Double(try complexity(c.0, ModelOptions(seStages: [])).macs) / 1e9
+        #expect(abs(base / c.1 - 1) < 0.01, "\(c.0) baseline \(base) vs paper \(c.1)")
+        #expect(abs(se / c.2 - 1) < 0.01, "\(c.0) SE \(se) vs paper \(c.2)")
+    }
+
+    /// Table 10: SE-ResNet-50 parameters by reduction ratio (paper, within 0.5%; timm, exactly).
+    @Test(arguments: [(2, 45.7e6), (4, 35.7e6), (8, 30.7e6), (16, 28.1e6), (32, 26.9e6)])
+    func paperTable10Reduction(_ c: (Int, Double)) throws {
+        let p = try ModelRegistry.create("seresnet50", ModelOptions(reduction: c.0)).parameterCount
+        #expect(abs(Double(p) / c.1 - 1) < 0.005, "r=\(c.0): \(p)")
+        if let t = TimmOracle.shared.byReduction[c.0] { #expect(p == t, "r=\(c.0) timm") }
+    }
+
+    /// Table 13: SE in one stage only (stages 2, 3, 4) and in all.
+    @Test(arguments: [([2], 25.6e6), ([3], 25.7e6), ([4], 26.4e6), ([2, 3, 4, 5], 28.1e6)])
+    func paperTable13Stages(_ c: ([Int], Double)) throws {
+        let p = try ModelRegistry.create("legacy_seresnet50", ModelOptions(seStages: Set(c.0))).parameterCount
+        #expect(abs(Double(p) / c.1 - 1) < 0.005, "stages \(c.0): \(p)")
+    }
+
+    /// Every registered model: forward at a small input gives [N, classes]; small models also
+    /// run backward and get a finite gradient for every parameter.
+    @Test(arguments: ModelRegistry.names)
+    func buildsRunsAndDifferentiates(_ name: String) throws {
+        let entry = try ModelRegistry.entry(name)
+        let model = entry(ModelOptions(numClasses: 7))
+        let x = Tensor.randomNormal([2, 3, entry.minimumInputSize, entry.minimumInputSize], seed: 1)
+        if model.parameterCount < 30_000_000 {
+            let (loss, grads) = valueAndGradient(of: model) { crossEntropy(logits: model(x), targets: [1, 5]) }
+            #expect(loss.item.isFinite)
+            #expect(grads.count == model.trainableParameters.count)
+            for (k, g) in grads where !g.scalars.allSatisfy(\.isFinite) { Issue.record("\(name): non-finite gradient for \(k)") }
+        } else {
+            model.eval()
+            let y = withoutGradients { model(x) }
+            #expect(y.shape == [2, 7])
+            #expect(y.scalars.allSatisfy { $0.isFinite })
+        }
+    }
+
+    @Test func unknownNameListsCloseMatches() {
+        #expect(throws: ModelError.self) { try ModelRegistry.entry("seresnet05") }
+        do { _ = try ModelRegistry.entry("seresnet05") } catch {
+            #expect("\(error)".contains("seresnet50"))
+        }
+    }
+
+    @Test func inputBelowTheMinimumSaysTheMinimum() {
+        do { try ModelRegistry.checkInputSize("seresnet50", height: 16, width: 224); Issue.record("accepted 16×224") } catch {
+            #expect("\(error)".contains("at least 32×32"))
+        }
+    }
+
+    @Test func seWidthRoundingRules() {
+        #expect(SERounding.floor.width(channels: 64, reduction: 16) == 4)
+        #expect(SERounding.makeDivisible(8).width(channels: 64, reduction: 16) == 8)
+        #expect(SERounding.makeDivisible(8).width(channels: 256, reduction: 16) == 16)
+        #expect(SERounding.makeDivisible(8).width(channels: 2048, reduction: 16) == 128)
+        // torchvision MobileNetV3: _make_divisible(960 // 4, 8) = 240; (72 // 4 = 18) → 24.
+        #expect(SERounding.torchvision(8).width(channels: 960, reduction: 4) == 240)
+        #expect(SERounding.torchvision(8).width(channels: 72, reduction: 4) == 24)
+    }
+}
