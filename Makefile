@@ -41,12 +41,12 @@ demo: deps
 ## ROUNDS rounds alternate ours and PyTorch so that noise hits both; the table keeps medians.
 ROUNDS ?= 3
 bench: deps $(BENCH_VENV)/ok
-	swift build $(SWIFT_FLAGS) --product senet-bench
+	swift build $(SWIFT_FLAGS) --scratch-path .build-bench --product senet-bench
 	mkdir -p bench-out
 	rm -f bench-out/ours.jsonl bench-out/torch.jsonl
 	for r in $$(seq $(ROUNDS)); do \
 		echo "round $$r/$(ROUNDS)" >&2; \
-		OMP_NUM_THREADS=2 .build/release/senet-bench conv --json >> bench-out/ours.jsonl; \
+		OMP_NUM_THREADS=2 .build-bench/release/senet-bench conv --json >> bench-out/ours.jsonl; \
 		OMP_NUM_THREADS=2 $(BENCH_VENV)/bin/python Scripts/bench_torch.py --threads 2 --json >> bench-out/torch.jsonl; \
 	done
 	$(PYTHON) Scripts/perf_table.py bench-out/ours.jsonl bench-out/torch.jsonl --out docs/performance.md \
@@ -62,4 +62,4 @@ fixtures: $(BENCH_VENV)/ok
 	$(BENCH_VENV)/bin/python Scripts/make_fixtures.py
 
 clean:
-	rm -rf .build bench-out
+	rm -rf .build .build-bench bench-out

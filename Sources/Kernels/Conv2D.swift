@@ -6,8 +6,8 @@
 // Buffers are plain NCHW (activations) and O×(C/G)×kh×kw (weights), exactly as PyTorch.
 //
 // Each (shape, pass) gets candidate plans: oneDNN on the caller's plain layouts, oneDNN on the
-// layouts it prefers (e.g. nChw8c) with reorders at the edges, and for 1×1 stride-1 convolutions
-// one GEMM per image on dnnl_sgemm (no reorder at all). The first call times both on
+// layouts it prefers (e.g. nChw8c) with reorders at the edges, and for 1×1 convolutions one GEMM
+// per image on dnnl_sgemm (no reorder; strided ones gather their input). The first call times both on
 // the caller's buffers and keeps the faster (SENET_CONV_LAYOUT=plain|blocked forces one). Reference
 // implementations ("ref:*") are never used.
 
@@ -218,42 +218,80 @@ public func conv2dBackwardWeights(dweight: UnsafeMutablePointer<Float>, dbias: U
     convExecute(ConvKey(shape: s, pass: .backwardWeights, bias: dbias != nil), ptrs)
 }
 
-/// A 1×1, stride-1, unpadded, ungrouped convolution is a matrix product per image, in NCHW
-/// without any reorder: Y_n[O×S] = W[O×C]·X_n[C×S], dX_n = Wᵀ·dY_n, dW = Σ_n dY_n·X_nᵀ (S = H·W).
+/// A 1×1 unpadded, ungrouped convolution is a matrix product per image, in NCHW without any
+/// reorder: Y_n[O×S] = W[O×C]·X̂_n[C×S], dX̂_n = Wᵀ·dY_n, dW = Σ_n dY_n·X̂_nᵀ (S = Ho·Wo). With
+/// stride s, X̂_n = X_n[:, ::s, ::s] is gathered into a scratch buffer (and dX̂_n scattered back).
 final class Gemm1x1Plan: KernelPlan {
     let key: ConvKey
     var impl: String { "gemm1x1:dnnl_sgemm" }
+    private let strided: Bool
+    private let scratch: UnsafeMutablePointer<Float>?
 
-    init(_ key: ConvKey) { self.key = key }
+    init(_ key: ConvKey) {
+        self.key = key
+        let s = key.shape
+        strided = s.sh != 1 || s.sw != 1
+        scratch = strided ? .allocate(capacity: s.c * s.ho * s.wo) : nil
+    }
+
+    deinit { scratch?.deallocate() }
 
     static func applies(_ key: ConvKey) -> Bool {
         let s = key.shape
-        return s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.ph == 0 && s.pw == 0 && s.groups == 1
+        return s.kh == 1 && s.kw == 1 && s.ph == 0 && s.pw == 0 && s.groups == 1
+    }
+
+    /// X̂ ← X[:, ::sh, ::sw] (C planes), or the reverse scatter (other cells zeroed).
+    private func gather(_ x: UnsafeMutablePointer<Float>, _ xs: UnsafeMutablePointer<Float>, scatter: Bool) {
+        let s = key.shape
+        let (ho, wo) = (s.ho, s.wo)
+        parallelRanges(s.c, costPerItem: s.h * s.w) { r in
+            for ch in r {
+                let plane = x + ch * s.h * s.w, sub = xs + ch * ho * wo
+                if scatter { plane.update(repeating: 0, count: s.h * s.w) }
+                for oy in 0..<ho {
+                    let row = plane + oy * s.sh * s.w, srow = sub + oy * wo
+                    if scatter { for ox in 0..<wo { row[ox * s.sw] = srow[ox] } }
+                    else { for ox in 0..<wo { srow[ox] = row[ox * s.sw] } }
+                }
+            }
+        }
     }
 
     func execute(_ p: [UnsafeMutableRawPointer]) {
+        let lock = DNNLRuntime.shared.lock
+        lock.lock()
+        defer { lock.unlock() }
         let s = key.shape
-        let (c, o, hw) = (s.c, s.o, s.h * s.w)
+        let (c, o, hw, inHW) = (s.c, s.o, s.ho * s.wo, s.h * s.w)
         func f(_ i: Int) -> UnsafeMutablePointer<Float> { p[i].assumingMemoryBound(to: Float.self) }
+        /// Image n of the (possibly subsampled) input.
+        func input(_ x: UnsafeMutablePointer<Float>, _ n: Int) -> UnsafeMutablePointer<Float> {
+            guard let scratch else { return x + n * c * inHW }
+            gather(x + n * c * inHW, scratch, scatter: false)
+            return scratch
+        }
         switch key.pass {
         case .forward:
             let (x, w, y) = (f(0), f(1), f(key.bias ? 3 : 2))
             for n in 0..<s.n {
                 let yn = y + n * o * hw
                 if key.bias { let b = f(2); for j in 0..<o { (yn + j * hw).update(repeating: b[j], count: hw) } }
-                sgemm(transA: false, transB: false, m: o, n: hw, k: c, a: w, lda: c, b: x + n * c * hw, ldb: hw,
+                sgemm(transA: false, transB: false, m: o, n: hw, k: c, a: w, lda: c, b: input(x, n), ldb: hw,
                       beta: key.bias ? 1 : 0, c: yn, ldc: hw)
             }
         case .backwardData:
             let (dy, w, dx) = (f(0), f(1), f(2))
             for n in 0..<s.n {
+                let target = scratch ?? dx + n * c * inHW
                 sgemm(transA: true, transB: false, m: c, n: hw, k: o, a: w, lda: c, b: dy + n * o * hw, ldb: hw,
-                      beta: 0, c: dx + n * c * hw, ldc: hw)
+                      beta: 0, c: target, ldc: hw)
+                if let scratch { gather(dx + n * c * inHW, scratch, scatter: true) }
             }
         case .backwardWeights:
             let (x, dy, dw) = (f(0), f(1), f(2))
             for n in 0..<s.n {
-                sgemm(transA: false, transB: true, m: o, n: c, k: hw, a: dy + n * o * hw, lda: hw, b: x + n * c * hw, ldb: hw,
+                sgemm(transA: false, transB: true, m: o, n: c, k: hw, a: dy + n * o * hw, lda: hw, b: input(x, n), ldb: hw,
                       beta: n == 0 ? 0 : 1, c: dw, ldc: c)
             }
             if key.bias {

@@ -10,6 +10,7 @@ import _TestSupport
     static let shapes: [Conv2DShape] = [
         .init(n: 2, c: 32, h: 7, w: 7, o: 48, kh: 1, kw: 1),
         .init(n: 3, c: 16, h: 5, w: 6, o: 8, kh: 1, kw: 1),
+        .init(n: 2, c: 16, h: 9, w: 8, o: 24, kh: 1, kw: 1, sh: 2, sw: 2),
         .init(n: 2, c: 32, h: 14, w: 14, o: 32, kh: 3, kw: 3, ph: 1, pw: 1),
         .init(n: 2, c: 16, h: 9, w: 9, o: 32, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1, groups: 4),
     ]
