@@ -178,7 +178,7 @@ def make_batchnorm(fi):
 def make_activations(fi):
     ff = FixtureFile("activations", fi)
     fns = {"relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
-           "hardsigmoid": F.hardsigmoid}
+           "hardsigmoid": F.hardsigmoid, "relu6": F.relu6, "hardswish": F.hardswish}
     for suffix, shape in (("", (2, 3, 4, 5)), ("_odd", (3, 7, 5, 1))):
         for op, fn in fns.items():
             case = ff.case(op + suffix, {"op": op})
@@ -207,10 +207,16 @@ def make_pooling(fi):
         ("global_avg", "global_avg", (2, 5, 4, 3), None, None, None, None, None),
         ("global_max", "global_max", (2, 5, 4, 3), None, None, None, None, None),
         ("global_avg_1x1", "global_avg", (3, 4, 1, 1), None, None, None, None, None),
+        # adaptive average pooling to 7x7 (VGG's classifier input): the kernel holds the output size
+        ("adaptive_10x9", "adaptive_avg", (1, 2, 10, 9), 7, None, None, None, None),
+        ("adaptive_5x6", "adaptive_avg", (2, 3, 5, 6), 7, None, None, None, None),
+        ("adaptive_14x14", "adaptive_avg", (1, 2, 14, 14), 7, None, None, None, None),
     ]
     for name, op, shape, k, s, p, ceil, incl in specs:
         if op.startswith("global"):
             params = {"op": op}
+        elif op == "adaptive_avg":
+            params = {"op": op, "output": [k, k]}
         else:
             params = {"op": op, "kernel": [k, k], "stride": [s, s],
                       "padding": [p, p], "ceil_mode": ceil,
@@ -224,6 +230,8 @@ def make_pooling(fi):
             y = F.avg_pool2d(xd, k, s, p, ceil_mode=ceil, count_include_pad=incl)
         elif op == "global_avg":
             y = F.adaptive_avg_pool2d(xd, 1)
+        elif op == "adaptive_avg":
+            y = F.adaptive_avg_pool2d(xd, k)
         else:
             y = F.adaptive_max_pool2d(xd, 1)
         dy = backward_with_dy(y)

@@ -171,3 +171,38 @@ public func dotPlanes(out: UnsafeMutablePointer<Float>, a: UnsafePointer<Float>,
         }
     }
 }
+
+// MARK: ReLU6 and hard-swish (MobileNetV2/V3)
+
+/// out = min(max(inp, 0), 6)
+public func relu6Forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, n: Int) {
+    let zero = SIMD8<Float>(repeating: 0), six = SIMD8<Float>(repeating: 6)
+    simdMap(out, n, { pointwiseMin(pointwiseMax(load8(inp, $0), zero), six) }, { min(max(inp[$0], 0), 6) })
+}
+
+/// dinp = dout where 0 < inp < 6 (PyTorch's hardtanh rule), else 0.
+public func relu6Backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, n: Int) {
+    parallelRanges(n) { r in
+        for i in r { dinp[i] = (inp[i] > 0 && inp[i] < 6) ? dout[i] : 0 }
+    }
+}
+
+/// out = inp · clamp(inp + 3, 0, 6) / 6 (MobileNetV3's hard-swish).
+public func hardSwishForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, n: Int) {
+    let zero = SIMD8<Float>(repeating: 0), six = SIMD8<Float>(repeating: 6)
+    let three = SIMD8<Float>(repeating: 3), sixth = SIMD8<Float>(repeating: 1 / 6)
+    simdMap(out, n, { i in
+        let x = load8(inp, i)
+        return x * pointwiseMin(pointwiseMax(x + three, zero), six) * sixth
+    }, { inp[$0] * min(max(inp[$0] + 3, 0), 6) / 6 })
+}
+
+/// dinp = 0 for inp < −3, dout·(inp/3 + 1/2) for −3 ≤ inp ≤ 3, dout above (PyTorch's rule).
+public func hardSwishBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, n: Int) {
+    parallelRanges(n) { r in
+        for i in r {
+            let x = inp[i]
+            dinp[i] = x < -3 ? 0 : (x <= 3 ? dout[i] * (x / 3 + 0.5) : dout[i])
+        }
+    }
+}

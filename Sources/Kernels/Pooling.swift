@@ -129,3 +129,47 @@ public func globalMaxPoolForward(out: UnsafeMutablePointer<Float>, argmax: Unsaf
     maxPoolForward(out: out, argmax: argmax, inp: inp,
                    Pool2DShape(planes: planes, h: 1, w: size, kh: 1, kw: size, sh: 1, sw: size))
 }
+
+/// PyTorch's adaptive-pool window along one axis: [⌊i·size/out⌋, ⌈(i+1)·size/out⌉).
+@inline(__always)
+func adaptiveRange(_ i: Int, _ out: Int, _ size: Int) -> Range<Int> {
+    (i * size / out)..<(((i + 1) * size + out - 1) / out)
+}
+
+/// Adaptive average pooling of `planes` H×W planes to oh×ow (windows may overlap).
+public func adaptiveAvgPoolForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, planes: Int,
+                                   h: Int, w: Int, oh: Int, ow: Int) {
+    parallelRanges(planes, costPerItem: h * w + oh * ow) { r in
+        for p in r {
+            let x = inp + p * h * w, o = out + p * oh * ow
+            for oy in 0..<oh {
+                let ys = adaptiveRange(oy, oh, h)
+                for ox in 0..<ow {
+                    let xs = adaptiveRange(ox, ow, w)
+                    var t: Float = 0
+                    for yy in ys { for xx in xs { t += x[yy * w + xx] } }
+                    o[oy * ow + ox] = t / Float(ys.count * xs.count)
+                }
+            }
+        }
+    }
+}
+
+/// dinp[window] += dout / window size (dinp is written).
+public func adaptiveAvgPoolBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, planes: Int,
+                                    h: Int, w: Int, oh: Int, ow: Int) {
+    parallelRanges(planes, costPerItem: h * w + oh * ow) { r in
+        for p in r {
+            let d = dinp + p * h * w, g = dout + p * oh * ow
+            d.update(repeating: 0, count: h * w)
+            for oy in 0..<oh {
+                let ys = adaptiveRange(oy, oh, h)
+                for ox in 0..<ow {
+                    let xs = adaptiveRange(ox, ow, w)
+                    let v = g[oy * ow + ox] / Float(ys.count * xs.count)
+                    for yy in ys { for xx in xs { d[yy * w + xx] += v } }
+                }
+            }
+        }
+    }
+}

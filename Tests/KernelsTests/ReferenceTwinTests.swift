@@ -192,6 +192,18 @@ private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         }
     }
 
+    @Test(arguments: [(10, 9, 7, 7), (5, 6, 7, 7), (14, 14, 7, 7), (13, 8, 3, 5)])
+    func adaptiveAvgPool(_ d: (Int, Int, Int, Int)) {
+        let (h, w, oh, ow) = d
+        let planes = 3
+        let x = randoms(planes * h * w, seed: 41), dy = randoms(planes * oh * ow, seed: 42)
+        var y = nans(planes * oh * ow), dx = nans(planes * h * w)
+        adaptiveAvgPoolForward(out: &y, inp: x, planes: planes, h: h, w: w, oh: oh, ow: ow)
+        adaptiveAvgPoolBackward(dinp: &dx, dout: dy, planes: planes, h: h, w: w, oh: oh, ow: ow)
+        expectClose(y, Reference.adaptiveAvgPoolForward(inp: x, planes: planes, h: h, w: w, oh: oh, ow: ow), "adaptive \(d)")
+        expectClose(dx, Reference.adaptiveAvgPoolBackward(dout: dy, planes: planes, h: h, w: w, oh: oh, ow: ow), "adaptive back \(d)")
+    }
+
     @Test func globalMaxPool() {
         let x = randoms(6 * 49, seed: 17)
         var y = nans(6), arg = [Int32](repeating: -7, count: 6)
@@ -259,6 +271,10 @@ private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
             ("hardSigmoid", { hardSigmoidForward(out: $0, inp: $1, n: $2) },
              { hardSigmoidBackward(dinp: $0, dout: $1, inp: $2, n: $3) },
              Reference.hardSigmoidForward, { Reference.hardSigmoidBackward(dout: $0, inp: $1) }, true),
+            ("relu6", { relu6Forward(out: $0, inp: $1, n: $2) }, { relu6Backward(dinp: $0, dout: $1, inp: $2, n: $3) },
+             Reference.relu6Forward, { Reference.relu6Backward(dout: $0, inp: $1) }, true),
+            ("hardSwish", { hardSwishForward(out: $0, inp: $1, n: $2) }, { hardSwishBackward(dinp: $0, dout: $1, inp: $2, n: $3) },
+             Reference.hardSwishForward, { Reference.hardSwishBackward(dout: $0, inp: $1) }, true),
         ]
         for (name, fwd, bwd, refFwd, refBwd, backwardTakesInput) in cases {
             var y = nans(n), dx = nans(n)

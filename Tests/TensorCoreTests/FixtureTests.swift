@@ -42,10 +42,12 @@ struct FixtureTests {
 
     @Test func activationsMatchPyTorch() throws {
         let fx = try Fixture("activations")
-        #expect(fx.cases.count == 8)
+        #expect(fx.cases.count == 12)
         for c in fx.cases {
             let f: (Tensor) -> Tensor
             switch fx.params(c)["op"] as? String {
+            case "relu6": f = relu6
+            case "hardswish": f = hardSwish
             case "relu": f = relu
             case "sigmoid": f = sigmoid
             case "tanh": f = tanh
@@ -70,6 +72,7 @@ struct FixtureTests {
                                              ceilMode: p["ceil_mode"] as? Bool ?? false,
                                              countIncludePad: p["count_include_pad"] as? Bool ?? true)
                 case "global_avg": return globalAvgPool2d(t[0])
+                case "adaptive_avg": return adaptiveAvgPool2d(t[0], outputSize: pair(p["output"]))
                 default: return globalMaxPool2d(t[0])
                 }
             }

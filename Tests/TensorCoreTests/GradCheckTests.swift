@@ -41,6 +41,8 @@ struct GradCheckTests {
         checkGradients(at: [x], "tanh") { tanh($0[0]) }
         // Kept away from the kinks at ±3, where a finite difference straddles the corner.
         checkGradients(at: [randn([2, 3, 4, 5], 22, std: 0.8)], "hardSigmoid") { hardSigmoid($0[0]) }
+        checkGradients(at: [randn([2, 3, 4, 5], 24, std: 0.8).scaled(by: 1, adding: 3)], "relu6") { relu6($0[0]) }
+        checkGradients(at: [randn([2, 3, 4, 5], 25, std: 0.8)], "hardSwish") { hardSwish($0[0]) }
     }
 
     @Test func pooling() {
@@ -54,6 +56,7 @@ struct GradCheckTests {
         }
         checkGradients(at: [x], "avg k2") { avgPool2d($0[0], kernel: (2, 2)) }
         checkGradients(at: [x], "global avg") { globalAvgPool2d($0[0]) }
+        checkGradients(at: [x], "adaptive avg 3×5") { adaptiveAvgPool2d($0[0], outputSize: (3, 5)) }
         checkGradients(at: [spaced], "global max") { globalMaxPool2d($0[0]) }
     }
 

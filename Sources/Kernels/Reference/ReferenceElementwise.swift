@@ -30,6 +30,27 @@ extension Reference {
         zip(dout, inp).map { abs($1) < 3 ? Float(Double($0) / 6) : 0 }
     }
 
+    /// min(max(x, 0), 6).
+    public static func relu6Forward(inp: [Float]) -> [Float] { inp.map { min(max($0, 0), 6) } }
+    /// dout where 0 < x < 6, else 0.
+    public static func relu6Backward(dout: [Float], inp: [Float]) -> [Float] {
+        zip(dout, inp).map { $1 > 0 && $1 < 6 ? $0 : 0 }
+    }
+
+    /// x·relu6(x + 3)/6.
+    public static func hardSwishForward(inp: [Float]) -> [Float] {
+        inp.map { Float(Double($0) * min(max(Double($0) + 3, 0), 6) / 6) }
+    }
+    /// 0 below −3, dout·(2x + 3)/6 on [−3, 3], dout above.
+    public static func hardSwishBackward(dout: [Float], inp: [Float]) -> [Float] {
+        zip(dout, inp).map { (d: Float, x: Float) -> Float in
+            if x < -3 { return 0 }
+            if x > 3 { return d }
+            let slope: Double = (2 * Double(x) + 3) / 6
+            return Float(Double(d) * slope)
+        }
+    }
+
     /// a + b (also the twin of `accumulate`).
     public static func add(a: [Float], b: [Float]) -> [Float] { zip(a, b).map { $0 + $1 } }
     /// a·b.

@@ -86,4 +86,29 @@ extension Reference {
         }
         return dinp.map { Float($0) }
     }
+
+    /// Adaptive average pool: cell (i, j) averages rows ⌊i·H/oh⌋ ..< ⌈(i+1)·H/oh⌉ and likewise columns.
+    public static func adaptiveAvgPoolForward(inp: [Float], planes: Int, h: Int, w: Int, oh: Int, ow: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: planes * oh * ow)
+        for p in 0..<planes { for i in 0..<oh { for j in 0..<ow {
+            let (y0, y1) = (i * h / oh, Int((Double((i + 1) * h) / Double(oh)).rounded(.up)))
+            let (x0, x1) = (j * w / ow, Int((Double((j + 1) * w) / Double(ow)).rounded(.up)))
+            var t = 0.0
+            for y in y0..<y1 { for x in x0..<x1 { t += Double(inp[(p * h + y) * w + x]) } }
+            out[(p * oh + i) * ow + j] = Float(t / Double((y1 - y0) * (x1 - x0)))
+        } } }
+        return out
+    }
+
+    /// Its adjoint: each output gradient spread evenly over its window.
+    public static func adaptiveAvgPoolBackward(dout: [Float], planes: Int, h: Int, w: Int, oh: Int, ow: Int) -> [Float] {
+        var d = [Double](repeating: 0, count: planes * h * w)
+        for p in 0..<planes { for i in 0..<oh { for j in 0..<ow {
+            let (y0, y1) = (i * h / oh, Int((Double((i + 1) * h) / Double(oh)).rounded(.up)))
+            let (x0, x1) = (j * w / ow, Int((Double((j + 1) * w) / Double(ow)).rounded(.up)))
+            let v = Double(dout[(p * oh + i) * ow + j]) / Double((y1 - y0) * (x1 - x0))
+            for y in y0..<y1 { for x in x0..<x1 { d[(p * h + y) * w + x] += v } }
+        } } }
+        return d.map { Float($0) }
+    }
 }

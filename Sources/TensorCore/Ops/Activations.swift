@@ -48,3 +48,17 @@ public func hardSigmoid(_ x: Tensor) -> Tensor {
         hardSigmoidBackward(dinp: $0, dout: $1, inp: $2, n: $3)
     }
 }
+
+/// min(max(x, 0), 6), any shape (MobileNetV2). Gradient 1 where 0 < x < 6.
+public func relu6(_ x: Tensor) -> Tensor {
+    pointwise(x, { relu6Forward(out: $0, inp: $1, n: $2) }, fromOutput: false) {
+        relu6Backward(dinp: $0, dout: $1, inp: $2, n: $3)
+    }
+}
+
+/// x · relu6(x + 3) / 6, any shape (MobileNetV3's hard-swish).
+public func hardSwish(_ x: Tensor) -> Tensor {
+    pointwise(x, { hardSwishForward(out: $0, inp: $1, n: $2) }, fromOutput: false) {
+        hardSwishBackward(dinp: $0, dout: $1, inp: $2, n: $3)
+    }
+}

@@ -72,3 +72,22 @@ public func globalMaxPool2d(_ x: Tensor) -> Tensor {
     let s = Pool2DShape(planes: x.shape[0] * x.shape[1], h: 1, w: h * w, kh: 1, kw: h * w, sh: 1, sw: h * w)
     return maxPool(x, s, outShape: [x.shape[0], x.shape[1], 1, 1])
 }
+
+/// Adaptive average pool of [N, C, H, W] to [N, C, oh, ow] as PyTorch's `adaptive_avg_pool2d`:
+/// output cell i averages rows ⌊i·H/oh⌋ ..< ⌈(i+1)·H/oh⌉ (likewise columns). VGG's classifier
+/// input (7×7) at any input size.
+public func adaptiveAvgPool2d(_ x: Tensor, outputSize: (Int, Int)) -> Tensor {
+    if x.rank != 4 || outputSize.0 < 1 || outputSize.1 < 1 {
+        shapeFailure("adaptiveAvgPool2d", "input \(x.shape) must be 4-D and the output size \(outputSize) positive")
+    }
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (oh, ow) = outputSize
+    var out = Tensor(uninitializedShape: [n, c, oh, ow])
+    out.withUnsafeMutablePointer { o in x.withUnsafePointer { adaptiveAvgPoolForward(out: o, inp: $0, planes: n * c, h: h, w: w, oh: oh, ow: ow) } }
+    GradientTape.record(&out, [x]) { g, _ in
+        var dx = Tensor(uninitializedShape: [n, c, h, w])
+        dx.withUnsafeMutablePointer { d in g.withUnsafePointer { adaptiveAvgPoolBackward(dinp: d, dout: $0, planes: n * c, h: h, w: w, oh: oh, ow: ow) } }
+        return [dx]
+    }
+    return out
+}
