@@ -13,3 +13,4 @@ static const int senet_arg_diff_weights = DNNL_ARG_DIFF_WEIGHTS;
 static const int senet_arg_diff_bias = DNNL_ARG_DIFF_BIAS;
 static const int senet_arg_from = DNNL_ARG_FROM;
 static const int senet_arg_to = DNNL_ARG_TO;
+static const int senet_arg_scratchpad = DNNL_ARG_SCRATCHPAD;

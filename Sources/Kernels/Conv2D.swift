@@ -57,6 +57,8 @@ private let convLayoutPolicy: ConvLayoutPolicy = {
 }()
 
 private let convPlans = PlanCache<ConvKey>()
+/// SENET_CONV_DEBUG=1 logs every autotuning decision to stderr.
+private let convDebug = ProcessInfo.processInfo.environment["SENET_CONV_DEBUG"] != nil
 
 private struct ConvDescs {
     var src, weights, bias, dst: dnnl_memory_desc_t
@@ -158,6 +160,7 @@ private func convExecute(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer]) 
         plan.execute(pointers)
         return
     }
+    if convDebug { FileHandle.standardError.write(Data("conv2d \(key.shape) \(key.pass): tuning\n".utf8)) }
     let candidates = convCandidates(key, policy: convLayoutPolicy)
     guard !candidates.isEmpty else {
         fatalError("conv2d: oneDNN has no non-reference implementation for \(key.shape) (\(key.pass))")
@@ -176,7 +179,7 @@ private func convExecute(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer]) 
             }
         }
         best = candidates[fastest.indices.min { fastest[$0] < fastest[$1] }!]
-        if ProcessInfo.processInfo.environment["SENET_CONV_DEBUG"] != nil {
+        if convDebug {
             let desc = zip(candidates, fastest).map { "\($0.impl) \(String(format: "%.3f", $1 / 1e6)) ms" }.joined(separator: ", ")
             FileHandle.standardError.write(Data("conv2d \(key.shape) \(key.pass): \(desc) → \(best.impl)\n".utf8))
         }

@@ -29,8 +29,17 @@ final class DNNLRuntime: @unchecked Sendable {
     /// Serialises primitive execution: oneDNN parallelises inside each primitive (OpenMP), and
     /// plans own scratch buffers that two callers must not share.
     let lock = NSLock()
+    /// Attributes for every primitive we create: user-managed scratchpad. oneDNN's default
+    /// ("library") scratchpad is a thread-local buffer bound at creation, which breaks when a
+    /// primitive created on one thread runs on another (Swift concurrency moves tasks between
+    /// threads): each plan owns its scratchpad instead.
+    let attr: dnnl_primitive_attr_t
 
     private init() {
+        var a: dnnl_primitive_attr_t?
+        dnnlCheck(dnnl_primitive_attr_create(&a), "dnnl_primitive_attr_create")
+        dnnlCheck(dnnl_primitive_attr_set_scratchpad_mode(a, dnnl_scratchpad_mode_user), "set_scratchpad_mode")
+        attr = a!
         var e: dnnl_engine_t?
         dnnlCheck(dnnl_engine_create(&e, dnnl_cpu, 0), "dnnl_engine_create")
         engine = e!
@@ -64,7 +73,7 @@ func implName(_ pd: dnnl_primitive_desc_t) -> String {
 func firstFastPD(_ opDesc: UnsafeRawPointer, hint: dnnl_primitive_desc_t?) -> dnnl_primitive_desc_t? {
     let rt = DNNLRuntime.shared
     var it: dnnl_primitive_desc_iterator_t?
-    let status = dnnl_primitive_desc_iterator_create(&it, opDesc, nil, rt.engine, hint)
+    let status = dnnl_primitive_desc_iterator_create(&it, opDesc, rt.attr, rt.engine, hint)
     guard status == dnnl_success, let iter = it else { return nil }
     defer { dnnl_primitive_desc_iterator_destroy(iter) }
     repeat {
@@ -76,6 +85,32 @@ func firstFastPD(_ opDesc: UnsafeRawPointer, hint: dnnl_primitive_desc_t?) -> dn
     return nil
 }
 
+/// The scratchpad a primitive descriptor asks for (user mode), allocated once per plan.
+final class Scratchpad {
+    let memory: dnnl_memory_t?
+    private let buffer: UnsafeMutableRawPointer?
+
+    init(_ pd: dnnl_primitive_desc_t) {
+        var md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0)!.pointee
+        let size = dnnl_memory_desc_get_size(&md)
+        guard size > 0 else { memory = nil; buffer = nil; return }
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+        var m: dnnl_memory_t?
+        dnnlCheck(dnnl_memory_create(&m, &md, DNNLRuntime.shared.engine, buf), "scratchpad memory")
+        (memory, buffer) = (m, buf)
+    }
+
+    deinit {
+        if let memory { dnnl_memory_destroy(memory) }
+        buffer?.deallocate()
+    }
+
+    /// Appends the scratchpad argument when there is one.
+    func append(to args: inout [dnnl_exec_arg_t]) {
+        if let memory { args.append(dnnl_exec_arg_t(arg: senet_arg_scratchpad, memory: memory)) }
+    }
+}
+
 /// One operand of a planned primitive: the caller's plain-layout buffer and, when the primitive
 /// prefers another layout, a scratch buffer plus the reorder between the two.
 final class PlanOperand {
@@ -84,6 +119,7 @@ final class PlanOperand {
     let userMem: dnnl_memory_t
     let primMem: dnnl_memory_t
     let reorder: dnnl_primitive_t?
+    let reorderScratchpad: Scratchpad?
     let scratch: UnsafeMutableRawPointer?
 
     init(arg: Int32, isOutput: Bool, user: dnnl_memory_desc_t, prim: dnnl_memory_desc_t) {
@@ -97,6 +133,7 @@ final class PlanOperand {
         if dnnl_memory_desc_equal(&u, &p) != 0 {
             primMem = userMem
             reorder = nil
+            reorderScratchpad = nil
             scratch = nil
         } else {
             let size = max(dnnl_memory_desc_get_size(&p), 64)
@@ -107,12 +144,13 @@ final class PlanOperand {
             primMem = pm!
             var rpd: dnnl_primitive_desc_t?
             if isOutput {
-                dnnlCheck(dnnl_reorder_primitive_desc_create(&rpd, &p, rt.engine, &u, rt.engine, nil), "reorder pd")
+                dnnlCheck(dnnl_reorder_primitive_desc_create(&rpd, &p, rt.engine, &u, rt.engine, rt.attr), "reorder pd")
             } else {
-                dnnlCheck(dnnl_reorder_primitive_desc_create(&rpd, &u, rt.engine, &p, rt.engine, nil), "reorder pd")
+                dnnlCheck(dnnl_reorder_primitive_desc_create(&rpd, &u, rt.engine, &p, rt.engine, rt.attr), "reorder pd")
             }
             var r: dnnl_primitive_t?
             dnnlCheck(dnnl_primitive_create(&r, rpd), "reorder primitive")
+            reorderScratchpad = Scratchpad(rpd!)
             dnnl_primitive_desc_destroy(rpd)
             reorder = r
         }
@@ -139,6 +177,7 @@ protocol KernelPlan: AnyObject {
 final class DNNLPlan: KernelPlan {
     let primitive: dnnl_primitive_t
     let operands: [PlanOperand]
+    let scratchpad: Scratchpad
     let impl: String
 
     /// `args`: (argument index, is output, the caller's memory descriptor, the primitive's query
@@ -152,6 +191,7 @@ final class DNNLPlan: KernelPlan {
         var p: dnnl_primitive_t?
         dnnlCheck(dnnl_primitive_create(&p, pd), "dnnl_primitive_create (\(impl))")
         primitive = p!
+        scratchpad = Scratchpad(pd)
     }
 
     deinit { dnnl_primitive_destroy(primitive) }
@@ -165,20 +205,22 @@ final class DNNLPlan: KernelPlan {
             dnnl_memory_set_data_handle(op.userMem, ptr)
         }
         for op in operands where !op.isOutput {
-            if let r = op.reorder { runReorder(r, from: op.userMem, to: op.primMem) }
+            if let r = op.reorder { runReorder(r, op.reorderScratchpad, from: op.userMem, to: op.primMem) }
         }
         var args = operands.map { dnnl_exec_arg_t(arg: $0.arg, memory: $0.primMem) }
+        scratchpad.append(to: &args)
         dnnlCheck(dnnl_primitive_execute(primitive, rt.stream, Int32(args.count), &args), "execute \(impl)")
         for op in operands where op.isOutput {
-            if let r = op.reorder { runReorder(r, from: op.primMem, to: op.userMem) }
+            if let r = op.reorder { runReorder(r, op.reorderScratchpad, from: op.primMem, to: op.userMem) }
         }
         dnnlCheck(dnnl_stream_wait(rt.stream), "dnnl_stream_wait")
     }
 
-    private func runReorder(_ r: dnnl_primitive_t, from: dnnl_memory_t, to: dnnl_memory_t) {
+    private func runReorder(_ r: dnnl_primitive_t, _ pad: Scratchpad?, from: dnnl_memory_t, to: dnnl_memory_t) {
         var args = [dnnl_exec_arg_t(arg: senet_arg_from, memory: from),
                     dnnl_exec_arg_t(arg: senet_arg_to, memory: to)]
-        dnnlCheck(dnnl_primitive_execute(r, DNNLRuntime.shared.stream, 2, &args), "reorder")
+        pad?.append(to: &args)
+        dnnlCheck(dnnl_primitive_execute(r, DNNLRuntime.shared.stream, Int32(args.count), &args), "reorder")
     }
 }
 

@@ -119,3 +119,18 @@ public final class Dropout: Module {
         isTraining && p > 0 ? dropout(x, p: p, generator: &_generator) : x
     }
 }
+
+/// ReLU6 as a layer (no parameters).
+public final class ReLU6: Module {
+    public override func callAsFunction(_ x: Tensor) -> Tensor { relu6(x) }
+}
+
+/// Hard-swish as a layer (no parameters).
+public final class HardSwish: Module {
+    public override func callAsFunction(_ x: Tensor) -> Tensor { hardSwish(x) }
+}
+
+/// Flattens [N, …] to [N, rest] (no parameters).
+public final class Flatten: Module {
+    public override func callAsFunction(_ x: Tensor) -> Tensor { x.flattened() }
+}

@@ -9,16 +9,24 @@ import Testing
 import TensorCore
 import _TestSupport
 
-/// Tests/Fixtures/timm_models.json.
-struct TimmOracle {
+/// Tests/Fixtures/timm_models.json (Scripts/timm_oracle.py) or torchvision_models.json
+/// (Scripts/torchvision_oracle.py).
+struct ModelOracle {
     let params: [String: Int]
     let macs: [String: Int]
     let keyCounts: [String: Int]
     let keys: [String: [(String, [Int])]]
     let byReduction: [Int: Int]
 
-    static let shared: TimmOracle = {
-        let url = fixturesDirectory.appendingPathComponent("timm_models.json")
+    static let timm = ModelOracle(file: "timm_models.json")
+    static let torchvision = ModelOracle(file: "torchvision_models.json")
+
+    init(params: [String: Int], macs: [String: Int], keyCounts: [String: Int], keys: [String: [(String, [Int])]], byReduction: [Int: Int]) {
+        (self.params, self.macs, self.keyCounts, self.keys, self.byReduction) = (params, macs, keyCounts, keys, byReduction)
+    }
+
+    init(file: String) {
+        let url = fixturesDirectory.appendingPathComponent(file)
         let root = (try? JSONSerialization.jsonObject(with: Data(contentsOf: url))) as? [String: Any] ?? [:]
         let models = root["models"] as? [String: [String: Any]] ?? [:]
         var keys: [String: [(String, [Int])]] = [:]
@@ -26,11 +34,16 @@ struct TimmOracle {
             keys[name] = list.map { ($0[0] as? String ?? "", $0[1] as? [Int] ?? []) }
         }
         let byR = (root["seresnet50_by_reduction"] as? [String: Int] ?? [:]).reduce(into: [Int: Int]()) { $0[Int($1.key)!] = $1.value }
-        return TimmOracle(params: models.compactMapValues { $0["params"] as? Int },
-                          macs: models.compactMapValues { $0["macs_224"] as? Int },
-                          keyCounts: models.compactMapValues { $0["state_dict_keys"] as? Int },
-                          keys: keys, byReduction: byR)
-    }()
+        self.init(params: models.compactMapValues { $0["params"] as? Int },
+                  macs: models.compactMapValues { $0["macs_224"] as? Int },
+                  keyCounts: models.compactMapValues { $0["state_dict_keys"] as? Int },
+                  keys: keys, byReduction: byR)
+    }
+
+    /// The oracle that knows `name` (timm first).
+    static func of(_ name: String) -> ModelOracle? {
+        [timm, torchvision].first { $0.params[name] != nil }
+    }
 }
 
 /// Parameters and MACs per image of `name` at `size`² with `options`.
@@ -44,23 +57,25 @@ func complexity(_ name: String, _ options: ModelOptions = ModelOptions(), size: 
 
 @Suite("Model zoo", .serialized)
 struct ModelsTests {
-    static let timmNamed = ModelRegistry.names.filter { TimmOracle.shared.params[$0] != nil }
+    static let timmNamed = ModelRegistry.names.filter { ModelOracle.of($0) != nil }
 
     @Test func oracleCoversTheTimmNamedModels() {
         #expect(Self.timmNamed.count >= 20, "oracle has \(Self.timmNamed)")
-        #expect(TimmOracle.shared.params["seresnet50"] == 28_088_024)
+        #expect(ModelOracle.timm.params["seresnet50"] == 28_088_024)
     }
 
     @Test(arguments: timmNamed)
     func parameterCountAndKeysMatchTimm(_ name: String) throws {
         let model = try ModelRegistry.create(name)
-        #expect(model.parameterCount == TimmOracle.shared.params[name], "\(name)")
-        #expect(model.namedParameters().count == TimmOracle.shared.keyCounts[name], "\(name) state-dict keys")
+        let oracle = try #require(ModelOracle.of(name))
+        #expect(model.parameterCount == oracle.params[name], "\(name)")
+        #expect(model.namedParameters().count == oracle.keyCounts[name], "\(name) state-dict keys")
     }
 
-    @Test(arguments: ["seresnet50", "legacy_seresnet50", "seresnext50_32x4d", "legacy_senet154", "seresnet18"])
-    func stateDictKeysAndShapesEqualTimm(_ name: String) throws {
-        let expected = try #require(TimmOracle.shared.keys[name], "no oracle keys for \(name)")
+    @Test(arguments: ["seresnet50", "legacy_seresnet50", "seresnext50_32x4d", "legacy_senet154", "seresnet18",
+                      "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "vgg16_bn"])
+    func stateDictKeysAndShapesEqualTheOracle(_ name: String) throws {
+        let expected = try #require(ModelOracle.of(name)?.keys[name], "no oracle keys for \(name)")
         let ours = try ModelRegistry.create(name).namedParameters().map { ($0.0, $0.1.shape) }
         #expect(ours.count == expected.count)
         for (i, (o, e)) in zip(ours, expected).enumerated() where o.0 != e.0 || o.1 != e.1 {
@@ -70,10 +85,25 @@ struct ModelsTests {
     }
 
     /// MACs of every conv and linear layer at 224², equal to a count made with hooks in PyTorch.
-    @Test(arguments: ["resnet50", "seresnet50", "legacy_seresnet50", "seresnext50_32x4d", "legacy_seresnext26_32x4d", "seresnet18"])
-    func macsEqualTimm(_ name: String) throws {
+    @Test(arguments: ["resnet50", "seresnet50", "legacy_seresnet50", "seresnext50_32x4d", "legacy_seresnext26_32x4d", "seresnet18",
+                      "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"])
+    func macsEqualTheOracle(_ name: String) throws {
         let (_, macs) = try complexity(name)
-        #expect(macs == TimmOracle.shared.macs[name], "\(name)")
+        #expect(macs == ModelOracle.of(name)?.macs[name], "\(name)")
+    }
+
+    /// Table 2, VGG-16: 15.47 → 15.48 GMACs (within 1%); the plain network's MACs equal torchvision's.
+    @Test func paperTable2VGG() throws {
+        let base = try complexity("vgg16_bn"), se = try complexity("se_vgg16_bn")
+        #expect(base.macs == ModelOracle.torchvision.macs["vgg16_bn"])
+        #expect(abs(Double(base.macs) / 15.47e9 - 1) < 0.01 && abs(Double(se.macs) / 15.48e9 - 1) < 0.01, "\(base.macs) → \(se.macs)")
+    }
+
+    /// Table 3, MobileNet: 569 → 572 MMACs (within 1%) and 4.2M → 4.7M parameters (same two digits).
+    @Test func paperTable3MobileNet() throws {
+        let base = try complexity("mobilenet_v1"), se = try complexity("se_mobilenet_v1")
+        #expect(abs(Double(base.macs) / 569e6 - 1) < 0.01 && abs(Double(se.macs) / 572e6 - 1) < 0.01, "\(base.macs) → \(se.macs)")
+        #expect((Double(base.params) / 1e5).rounded() == 42 && (Double(se.params) / 1e5).rounded() == 47, "\(base.params) → \(se.params)")
     }
 
     /// Table 2 (GMACs at 224², baseline → SE) in the paper's (Caffe) layout, within 1%.
@@ -91,7 +121,7 @@ struct ModelsTests {
     func paperTable10Reduction(_ c: (Int, Double)) throws {
         let p = try ModelRegistry.create("seresnet50", ModelOptions(reduction: c.0)).parameterCount
         #expect(abs(Double(p) / c.1 - 1) < 0.005, "r=\(c.0): \(p)")
-        if let t = TimmOracle.shared.byReduction[c.0] { #expect(p == t, "r=\(c.0) timm") }
+        if let t = ModelOracle.timm.byReduction[c.0] { #expect(p == t, "r=\(c.0) timm") }
     }
 
     /// Table 13: SE in one stage only (stages 2, 3, 4) and in all.
