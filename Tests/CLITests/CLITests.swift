@@ -52,3 +52,41 @@ struct CLITests {
         #expect(loss > 1.5 && loss < 3.5, "\(out)")
     }
 }
+
+@Suite("senet models and summary")
+struct ModelCLITests {
+    @Test func summaryJSONReportsParametersAndMACs() throws {
+        let (status, out, err) = try runSenet(["summary", "legacy_seresnet50", "--json"])
+        #expect(status == 0, "\(err)")
+        let obj = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]
+        #expect(obj?["parameters"] as? Int == 28_088_024)
+        #expect(obj?["macs"] as? Int == 3_860_488_192)
+        #expect(obj?["input_size"] as? [Int] == [224, 224])
+    }
+
+    @Test func summaryOptionsChangeTheModel() throws {
+        let (_, out, _) = try runSenet(["summary", "legacy_seresnet50", "--se-stages", "4", "--json"])
+        let obj = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]
+        #expect(obj?["parameters"] as? Int == 26_349_992)  // paper Table 13: 26.4M
+        let (_, table, _) = try runSenet(["summary", "seresnet20", "--input-size", "28", "28", "--in-channels", "1"])
+        #expect(table.contains("layer1.0.se.fc1") && table.contains("total: "))
+    }
+
+    @Test func unknownModelSuggestsCloseNames() throws {
+        let (status, _, err) = try runSenet(["summary", "seresnet5O"])
+        #expect(status == 1)
+        #expect(err.contains("seresnet50"))
+    }
+
+    @Test func tooSmallInputNamesTheMinimum() throws {
+        let (status, _, err) = try runSenet(["summary", "seresnet50", "--input-size", "16"])
+        #expect(status == 1)
+        #expect(err.contains("at least 32×32"))
+    }
+
+    @Test func badSEStagesIsAUsageError() throws {
+        let (status, _, err) = try runSenet(["summary", "seresnet50", "--se-stages", "7"])
+        #expect(status == 2)
+        #expect(err.contains("--se-stages"))
+    }
+}
