@@ -35,6 +35,9 @@ import torch.nn as nn
 import timm
 import timm.layers
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from oracle_common import count_macs, is_bn_counter, state_dict_entries, write_json  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_PATH = os.path.join(ROOT, "Tests", "Fixtures", "timm_models.json")
 
@@ -55,45 +58,10 @@ IMAGE_SIZE = 224
 torch.manual_seed(0)
 
 
-def is_bn_counter(key):
-    return key.endswith("num_batches_tracked")
-
 
 def count_params(model):
     return int(sum(p.numel() for p in model.parameters()))
 
-
-def state_dict_entries(model):
-    return [[k, [int(d) for d in v.shape]] for k, v in model.state_dict().items() if not is_bn_counter(k)]
-
-
-def count_macs(model, size=IMAGE_SIZE):
-    total = [0]
-
-    def conv_hook(mod, inp, out):
-        n = out.shape[0]
-        kh, kw = mod.kernel_size
-        total[0] += (out.numel() // n) * (mod.in_channels // mod.groups) * kh * kw
-
-    def linear_hook(mod, inp, out):
-        n = out.shape[0]
-        # out.numel()/N/out_features is 1 for a (N, features) input.
-        rows = out.numel() // n // mod.out_features
-        total[0] += rows * mod.in_features * mod.out_features
-
-    handles = []
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(linear_hook))
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, size, size))
-    finally:
-        for h in handles:
-            h.remove()
-    return int(total[0])
 
 
 def build(name, **kwargs):
@@ -106,40 +74,6 @@ def se_resnet50_with_reduction(r):
     se = functools.partial(timm.layers.SEModule, rd_ratio=1.0 / r)
     return build("resnet50", block_args=dict(attn_layer=se))
 
-
-def write_json(doc, path):
-    """Sorted keys, one line per model / per state-dict key; valid JSON."""
-    d = lambda x: json.dumps(x, sort_keys=True, separators=(",", ":"))
-    lines = ["{"]
-    top = sorted(doc)
-    for ti, tk in enumerate(top):
-        comma = "," if ti < len(top) - 1 else ""
-        val = doc[tk]
-        if tk == "models":
-            lines.append(f"{d(tk)}:{{")
-            names = sorted(val)
-            for i, n in enumerate(names):
-                lines.append(f"  {d(n)}:{d(val[n])}" + ("," if i < len(names) - 1 else ""))
-            lines.append("}" + comma)
-        elif tk == "keys":
-            lines.append(f"{d(tk)}:{{")
-            names = sorted(val)
-            for i, n in enumerate(names):
-                lines.append(f"  {d(n)}:[")
-                entries = val[n]
-                for j, e in enumerate(entries):
-                    lines.append(f"    {d(e)}" + ("," if j < len(entries) - 1 else ""))
-                lines.append("  ]" + ("," if i < len(names) - 1 else ""))
-            lines.append("}" + comma)
-        else:
-            lines.append(f"{d(tk)}:{d(val)}{comma}")
-    lines.append("}")
-    text = "\n".join(lines) + "\n"
-    assert json.loads(text) == doc, "custom JSON writer round-trip mismatch"
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-    return len(text.encode())
 
 
 def main():
