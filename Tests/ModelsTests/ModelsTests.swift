@@ -151,6 +151,23 @@ struct ModelsTests {
         }
     }
 
+    /// BN-Inception: parameters, MACs and every key/shape equal Cadene's `bninception` port
+    /// (Tests/Fixtures/bninception.json, Scripts/bninception_oracle.py); Table 2: 2.03 → 2.04 GMACs.
+    @Test func bnInceptionMatchesCadeneAndTable2() throws {
+        let url = fixturesDirectory.appendingPathComponent("bninception.json")
+        let root = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        let base = try complexity("bninception"), se = try complexity("se_bninception")
+        #expect(base.params == root["params"] as? Int)
+        #expect(base.macs == root["macs_224"] as? Int)
+        let expected = (root["keys"] as? [[Any]] ?? []).map { ($0[0] as? String ?? "", $0[1] as? [Int] ?? []) }
+        let ours = try ModelRegistry.create("bninception").namedParameters().map { ($0.0, $0.1.shape) }
+        #expect(ours.count == expected.count)
+        if let i = ours.indices.first(where: { i in i < expected.count && (ours[i].0 != expected[i].0 || ours[i].1 != expected[i].1) }) {
+            Issue.record("key #\(i): ours \(ours[i]), Cadene \(expected[i])")
+        }
+        #expect(abs(Double(base.macs) / 2.03e9 - 1) < 0.01 && abs(Double(se.macs) / 2.04e9 - 1) < 0.01, "\(base.macs) → \(se.macs)")
+    }
+
     @Test func unknownNameListsCloseMatches() {
         #expect(throws: ModelError.self) { try ModelRegistry.entry("seresnet05") }
         do { _ = try ModelRegistry.entry("seresnet05") } catch {
