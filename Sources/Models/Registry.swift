@@ -45,7 +45,7 @@ public struct ModelError: Error, CustomStringConvertible {
 
 public enum ModelRegistry {
     /// Every model, in listing order.
-    public static let entries: [ModelEntry] = resnetEntries() + cifarEntries() + mobileEntries() + inceptionEntries()
+    public static let entries: [ModelEntry] = resnetEntries() + cifarEntries() + mobileEntries() + inceptionEntries() + shuffleEntries()
 
     private static let byName: [String: ModelEntry] = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0) })
 

@@ -168,6 +168,16 @@ struct ModelsTests {
         #expect(abs(Double(base.macs) / 2.03e9 - 1) < 0.01 && abs(Double(se.macs) / 2.04e9 - 1) < 0.01, "\(base.macs) → \(se.macs)")
     }
 
+    /// ShuffleNet 1× g=3: MACs as the ShuffleNet paper's own 137M (within 1%); parameters
+    /// 1.87M → 2.48M, which the SENet paper prints, truncated, as 1.8M → 2.4M (Table 3). The SENet
+    /// paper's 140 → 142 MFLOPs are 1.8% above the architecture's conv+FC count (docs/complexity.md).
+    @Test func shuffleNetMatchesItsPaperAndTable3Parameters() throws {
+        let base = try complexity("shufflenet_v1_g3"), se = try complexity("se_shufflenet_v1_g3")
+        #expect(abs(Double(base.macs) / 137e6 - 1) < 0.01, "\(base.macs)")
+        #expect(se.macs > base.macs && Double(se.macs - base.macs) < 0.01 * Double(base.macs))
+        #expect(Int(Double(base.params) / 1e5) == 18 && Int(Double(se.params) / 1e5) == 24, "\(base.params) → \(se.params)")
+    }
+
     @Test func unknownNameListsCloseMatches() {
         #expect(throws: ModelError.self) { try ModelRegistry.entry("seresnet05") }
         do { _ = try ModelRegistry.entry("seresnet05") } catch {
