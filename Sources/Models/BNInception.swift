@@ -113,12 +113,7 @@ extension ModelRegistry {
         [false, true].map { se in
             ModelEntry(name: se ? "se_bninception" : "bninception", family: se ? "SE-BN-Inception" : "BN-Inception",
                        defaultInputSize: (224, 224), minimumInputSize: 32, hasSE: se) { o in
-                var cfg: SEConfig? = nil
-                if se, o.seStages.map({ !$0.isEmpty }) ?? true {
-                    cfg = .paper
-                    if let r = o.reduction { cfg!.reduction = r }
-                }
-                return BNInception(se: cfg, numClasses: o.numClasses ?? 1000, inChannels: o.inChannels, seed: o.seed)
+                BNInception(se: o.se(se ? .paper : nil), numClasses: o.numClasses ?? 1000, inChannels: o.inChannels, seed: o.seed)
             }
         }
     }

@@ -130,23 +130,17 @@ extension ModelRegistry {
             for se in [false, true] {
                 out.append(ModelEntry(name: (se ? "seresnet" : "resnet") + "\(depth)", family: se ? "SE-ResNet (CIFAR)" : "ResNet (CIFAR)",
                                       defaultInputSize: (32, 32), minimumInputSize: 8, hasSE: se, defaultNumClasses: 10) { o in
-                    CIFARResNet(depth: depth, se: cifarSE(se, o), seStages: o.seStages ?? [2, 3, 4], numClasses: o.numClasses ?? 10, inChannels: o.inChannels, seed: o.seed)
+                    CIFARResNet(depth: depth, se: o.se(se ? .paper : nil), seStages: o.seStages ?? [2, 3, 4], numClasses: o.numClasses ?? 10, inChannels: o.inChannels, seed: o.seed)
                 })
             }
         }
         for se in [false, true] {
             out.append(ModelEntry(name: se ? "preact_seresnet164" : "preact_resnet164", family: se ? "SE-PreAct (CIFAR)" : "PreAct (CIFAR)",
                                   defaultInputSize: (32, 32), minimumInputSize: 8, hasSE: se, defaultNumClasses: 10) { o in
-                CIFARResNet(depth: 164, preActivation: true, se: cifarSE(se, o), seStages: o.seStages ?? [2, 3, 4], numClasses: o.numClasses ?? 10, inChannels: o.inChannels, seed: o.seed)
+                CIFARResNet(depth: 164, preActivation: true, se: o.se(se ? .paper : nil), seStages: o.seStages ?? [2, 3, 4], numClasses: o.numClasses ?? 10, inChannels: o.inChannels, seed: o.seed)
             })
         }
         return out
     }
 
-    private static func cifarSE(_ on: Bool, _ o: ModelOptions) -> SEConfig? {
-        guard on else { return nil }
-        var c = SEConfig.paper
-        if let r = o.reduction { c.reduction = r }
-        return c
-    }
 }

@@ -195,18 +195,12 @@ extension ModelRegistry {
         func entry(_ name: String, _ family: String, se: Bool, min: Int = 32, _ make: @escaping @Sendable (ModelOptions) -> Module) -> ModelEntry {
             ModelEntry(name: name, family: family, defaultInputSize: (224, 224), minimumInputSize: min, hasSE: se, build: make)
         }
-        @Sendable func seConfig(_ on: Bool, _ o: ModelOptions) -> SEConfig? {
-            guard on, o.seStages.map({ !$0.isEmpty }) ?? true else { return nil }
-            var c = SEConfig.paper
-            if let r = o.reduction { c.reduction = r }
-            return c
-        }
         return [
             entry("vgg16_bn", "VGG", se: false) { VGG(se: nil, numClasses: $0.numClasses ?? 1000, inChannels: $0.inChannels, seed: $0.seed) },
-            entry("se_vgg16_bn", "SE-VGG", se: true) { VGG(se: seConfig(true, $0), numClasses: $0.numClasses ?? 1000, inChannels: $0.inChannels, seed: $0.seed) },
+            entry("se_vgg16_bn", "SE-VGG", se: true) { VGG(se: $0.se(.paper), numClasses: $0.numClasses ?? 1000, inChannels: $0.inChannels, seed: $0.seed) },
             entry("mobilenet_v1", "MobileNet", se: false) { MobileNetV1(se: nil, numClasses: $0.numClasses ?? 1000, inChannels: $0.inChannels, seed: $0.seed) },
             entry("se_mobilenet_v1", "SE-MobileNet", se: true) {
-                MobileNetV1(se: seConfig(true, $0), numClasses: $0.numClasses ?? 1000, inChannels: $0.inChannels, seed: $0.seed)
+                MobileNetV1(se: $0.se(.paper), numClasses: $0.numClasses ?? 1000, inChannels: $0.inChannels, seed: $0.seed)
             },
             entry("mobilenet_v2", "MobileNetV2", se: false) { MobileNetV2(numClasses: $0.numClasses ?? 1000, inChannels: $0.inChannels, seed: $0.seed) },
             entry("mobilenet_v3_large", "MobileNetV3", se: true) {

@@ -23,6 +23,16 @@ public struct ModelOptions: Sendable {
     }
 }
 
+extension ModelOptions {
+    /// The SE configuration a builder uses: `base` with the reduction override applied, or nil when
+    /// the model has no SE or `seStages` is empty.
+    func se(_ base: SEConfig?) -> SEConfig? {
+        guard var config = base, seStages.map({ !$0.isEmpty }) ?? true else { return nil }
+        if let r = reduction { config.reduction = r }
+        return config
+    }
+}
+
 /// One registered model.
 public struct ModelEntry: Sendable {
     public let name: String

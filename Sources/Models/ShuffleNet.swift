@@ -73,12 +73,7 @@ extension ModelRegistry {
         [false, true].map { se in
             ModelEntry(name: se ? "se_shufflenet_v1_g3" : "shufflenet_v1_g3", family: se ? "SE-ShuffleNet" : "ShuffleNet",
                        defaultInputSize: (224, 224), minimumInputSize: 32, hasSE: se) { o in
-                var cfg: SEConfig? = nil
-                if se, o.seStages.map({ !$0.isEmpty }) ?? true {
-                    cfg = .paper
-                    if let r = o.reduction { cfg!.reduction = r }
-                }
-                return ShuffleNetV1(groups: 3, se: cfg, numClasses: o.numClasses ?? 1000, inChannels: o.inChannels, seed: o.seed)
+                ShuffleNetV1(groups: 3, se: o.se(se ? .paper : nil), numClasses: o.numClasses ?? 1000, inChannels: o.inChannels, seed: o.seed)
             }
         }
     }
