@@ -22,14 +22,13 @@ Writes Tests/Fixtures/bninception.json (relative to the repo root):
 Note: Cadene's model ends with a fixed AvgPool2d(7) (global only at 224x224), then
 view + last_linear (Linear 1024 -> 1000).
 """
-import json
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from oracle_common import count_macs, state_dict_entries  # noqa: E402
+from oracle_common import count_macs, state_dict_entries, write_json  # noqa: E402
 
 import pretrainedmodels  # noqa: E402
 from pretrainedmodels.models.bninception import BNInception  # noqa: E402
@@ -56,24 +55,7 @@ def main():
         "torch_version": torch.__version__,
         "pretrainedmodels_version": getattr(pretrainedmodels, "__version__", "unknown"),
     }
-    d = lambda x: json.dumps(x, sort_keys=True, separators=(",", ":"))
-    lines = ["{"]
-    top = sorted(doc)
-    for i, k in enumerate(top):
-        comma = "," if i < len(top) - 1 else ""
-        if k == "keys":
-            lines.append(f"{d(k)}:[")
-            for j, e in enumerate(keys):
-                lines.append(f"  {d(e)}" + ("," if j < len(keys) - 1 else ""))
-            lines.append("]" + comma)
-        else:
-            lines.append(f"{d(k)}:{d(doc[k])}{comma}")
-    lines.append("}")
-    text = "\n".join(lines) + "\n"
-    assert json.loads(text) == doc, "JSON round-trip mismatch"
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, "w") as f:
-        f.write(text)
+    write_json(doc, OUT)
     print(f"BNInception: params={params} macs_224={macs} state_dict_keys={len(keys)} -> {OUT}")
 
 

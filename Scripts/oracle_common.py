@@ -48,7 +48,8 @@ def count_macs(model, size=IMAGE_SIZE):
 
 
 def write_json(doc, path):
-    """Sorted keys, one line per model / per state-dict key; valid JSON."""
+    """Sorted keys, one line per model / per state-dict key (`keys` maps names to lists, or is
+    one model's list); valid JSON."""
     d = lambda x: json.dumps(x, sort_keys=True, separators=(",", ":"))
     lines = ["{"]
     top = sorted(doc)
@@ -61,6 +62,12 @@ def write_json(doc, path):
             for i, n in enumerate(names):
                 lines.append(f"  {d(n)}:{d(val[n])}" + ("," if i < len(names) - 1 else ""))
             lines.append("}" + comma)
+        elif tk == "keys" and isinstance(val, list):
+            # one model's [key, shape] list, one entry a line
+            lines.append(f"{d(tk)}:[")
+            for j, e in enumerate(val):
+                lines.append(f"  {d(e)}" + ("," if j < len(val) - 1 else ""))
+            lines.append("]" + comma)
         elif tk == "keys":
             lines.append(f"{d(tk)}:{{")
             names = sorted(val)

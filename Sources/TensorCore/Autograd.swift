@@ -55,7 +55,7 @@ public final class GradientTape {
                 guard let gi else { continue }
                 if let acc = grads[j] { grads[j] = Tensor.accumulating(acc, gi) } else { grads[j] = gi }
             }
-            if i > 0 && entries[i].pullback != nil { grads[i] = nil }  // free as we go
+            grads[i] = nil  // free as we go (leaves, which keep theirs, have no pullback)
         }
         entries.removeAll()
         return inputs.map { x in

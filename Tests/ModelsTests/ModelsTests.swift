@@ -178,6 +178,14 @@ struct ModelsTests {
         #expect(Int(Double(base.params) / 1e5) == 18 && Int(Double(se.params) / 1e5) == 24, "\(base.params) → \(se.params)")
     }
 
+    /// CIFAR ResNets default to 10 classes. ResNet-20: 269,722 parameters by hand (conv 432 +
+    /// 13,824 + 50,688 + 202,752, BN 1,376, FC 650), He et al.'s 0.27M; pre-activation ResNet-164: 1.7M.
+    @Test func cifarResNetsHaveThePapersSizes() throws {
+        #expect(try ModelRegistry.create("resnet20").parameterCount == 269_722)
+        let p164 = try ModelRegistry.create("preact_resnet164").parameterCount
+        #expect(abs(Double(p164) / 1.7e6 - 1) < 0.01, "\(p164)")
+    }
+
     @Test func unknownNameListsCloseMatches() {
         #expect(throws: ModelError.self) { try ModelRegistry.entry("seresnet05") }
         do { _ = try ModelRegistry.entry("seresnet05") } catch {
