@@ -50,6 +50,7 @@ MODELS = [
     "legacy_seresnet101", "legacy_seresnet152",
     "legacy_seresnext26_32x4d", "legacy_seresnext50_32x4d", "legacy_seresnext101_32x4d",
     "legacy_senet154",
+    "inception_resnet_v2",
 ]
 KEY_MODELS = ["seresnet50", "legacy_seresnet50", "seresnext50_32x4d", "legacy_senet154", "seresnet18"]
 REDUCTIONS = [2, 4, 8, 16, 32]

@@ -55,7 +55,7 @@ public struct ModelError: Error, CustomStringConvertible {
 
 public enum ModelRegistry {
     /// Every model, in listing order.
-    public static let entries: [ModelEntry] = resnetEntries() + cifarEntries() + mobileEntries() + inceptionEntries() + shuffleEntries()
+    public static let entries: [ModelEntry] = resnetEntries() + cifarEntries() + mobileEntries() + inceptionEntries() + inceptionResNetEntries() + shuffleEntries()
 
     private static let byName: [String: ModelEntry] = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0) })
 

@@ -18,20 +18,25 @@ public final class Conv2d: Module {
     public let bias: Parameter?
     public let stride: (Int, Int), padding: (Int, Int), dilation: (Int, Int), groups: Int
 
-    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
-                dilation: Int = 1, groups: Int = 1, bias: Bool = true, initialization: WeightInit = .pytorchDefault,
-                generator: inout SeededGenerator) {
+    public convenience init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
+                            dilation: Int = 1, groups: Int = 1, bias: Bool = true, initialization: WeightInit = .pytorchDefault,
+                            generator: inout SeededGenerator) {
+        self.init(inChannels, outChannels, kernel: (kernel, kernel), stride: (stride, stride), padding: (padding, padding),
+                  dilation: (dilation, dilation), groups: groups, bias: bias, initialization: initialization, generator: &generator)
+    }
+
+    /// A kh×kw kernel (e.g. Inception's 1×7 and 7×1) with per-axis stride, padding and dilation.
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: (Int, Int), stride: (Int, Int) = (1, 1),
+                padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), groups: Int = 1, bias: Bool = true,
+                initialization: WeightInit = .pytorchDefault, generator: inout SeededGenerator) {
         precondition(inChannels % groups == 0 && outChannels % groups == 0, "Conv2d: channels not divisible by groups")
-        let shape = [outChannels, inChannels / groups, kernel, kernel]
+        let shape = [outChannels, inChannels / groups, kernel.0, kernel.1]
         switch initialization {
         case .pytorchDefault: weight = Parameter(Tensor.pytorchDefaultWeight(shape, generator: &generator))
         case .heNormal: weight = Parameter(Tensor.heNormal(shape, generator: &generator))
         }
-        self.bias = bias ? Parameter(Tensor.pytorchDefaultBias(outChannels, fanIn: shape[1] * kernel * kernel, generator: &generator)) : nil
-        self.stride = (stride, stride)
-        self.padding = (padding, padding)
-        self.dilation = (dilation, dilation)
-        self.groups = groups
+        self.bias = bias ? Parameter(Tensor.pytorchDefaultBias(outChannels, fanIn: shape[1] * kernel.0 * kernel.1, generator: &generator)) : nil
+        (self.stride, self.padding, self.dilation, self.groups) = (stride, padding, dilation, groups)
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
@@ -100,6 +105,23 @@ public final class MaxPool2d: Module {
     public override func callAsFunction(_ x: Tensor) -> Tensor {
         let y = maxPool2d(x, kernel: (kernel, kernel), stride: (stride, stride), padding: (padding, padding), ceilMode: ceilMode)
         LayerRecorder.note(self, "MaxPool2d", y, macsPerImage: 0)
+        return y
+    }
+}
+
+/// Average pooling as a layer (no parameters), with PyTorch's `ceil_mode` and `count_include_pad`.
+public final class AvgPool2d: Module {
+    public let kernel: Int, stride: Int, padding: Int, ceilMode: Bool, countIncludePad: Bool
+
+    public init(kernel: Int, stride: Int, padding: Int = 0, ceilMode: Bool = false, countIncludePad: Bool = true) {
+        (self.kernel, self.stride, self.padding) = (kernel, stride, padding)
+        (self.ceilMode, self.countIncludePad) = (ceilMode, countIncludePad)
+    }
+
+    public override func callAsFunction(_ x: Tensor) -> Tensor {
+        let y = avgPool2d(x, kernel: (kernel, kernel), stride: (stride, stride), padding: (padding, padding),
+                          ceilMode: ceilMode, countIncludePad: countIncludePad)
+        LayerRecorder.note(self, "AvgPool2d", y, macsPerImage: 0)
         return y
     }
 }
