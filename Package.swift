@@ -20,7 +20,12 @@ let package = Package(
         .target(name: "TensorCore", dependencies: ["Kernels"]),
         .target(name: "NN", dependencies: ["TensorCore"]),
         .target(name: "Models", dependencies: ["NN", "TensorCore"]),
-        .target(name: "SENet", dependencies: ["Kernels", "TensorCore", "NN", "Models"]),
+        // libjpeg-turbo (TurboJPEG API) and libpng; the PNG shim is C because libpng reports errors by longjmp.
+        .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG", providers: [.apt(["libturbojpeg0-dev"])]),
+        .target(name: "CPNG", path: "Sources/CPNG", linkerSettings: [.linkedLibrary("png16")]),
+        .target(name: "ImageIO", dependencies: ["TensorCore", "CTurboJPEG", "CPNG"]),
+        .target(name: "Checkpoints", dependencies: ["TensorCore", "NN", "Models"]),
+        .target(name: "SENet", dependencies: ["Kernels", "TensorCore", "NN", "Models", "Checkpoints", "ImageIO"]),
         .executableTarget(name: "senet", dependencies: [
             "SENet", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -31,6 +36,8 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "_TestSupport"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "NN", "_TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "NN", "TensorCore", "_TestSupport"]),
+        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Models", "NN", "TensorCore", "_TestSupport"]),
+        .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "TensorCore", "_TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["senet"]),
     ],
     swiftLanguageModes: [.v5]

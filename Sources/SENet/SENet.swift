@@ -3,6 +3,8 @@
 @_exported import TensorCore
 @_exported import NN
 @_exported import Models
+@_exported import Checkpoints
+@_exported import ImageIO
 
 /// The library's version.
 public enum SENetVersion {

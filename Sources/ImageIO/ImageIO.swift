@@ -1,0 +1,1 @@
+// Image decoding (libjpeg-turbo, libpng) and the torchvision-exact transforms.
