@@ -8,6 +8,8 @@
 //   `legacy_seresnext50_32x4d`, `legacy_senet154`): stride-2 in the first 1×1 of an SE-ResNet
 //   bottleneck (in the 3×3 for SE-ResNeXt and SENet-154), stem max-pool 3×3/2 with ceil_mode and
 //   no padding, SE width ⌊C/16⌋, keys `layer0.conv1`, `layerS.i.se_module.fc1`, `last_linear`.
+//   Its basic blocks (`legacy_seresnet18/34`, which the Caffe release did not have; Cadene trained
+//   them) apply a ReLU after bn2, before SE and the add, as timm's SEResNetBlock does.
 //
 // One block type per depth class (basic, bottleneck) holds the SE block in a slot; everything that
 // differs between variants is data in `ResNetSpec`. Stages are numbered as the paper does: the
@@ -124,6 +126,9 @@ public final class ResidualBlock: Module {
     public let se: SqueezeExcitation?
     public let downsample: Sequential?
     public let placement: SEPlacement
+    /// timm's `legacy_seresnet18/34` (Cadene's SEResNetBlock) apply a ReLU after bn2, before the
+    /// SE block and the add; their weights were trained that way.
+    let reluAfterBN2: Bool
     let seKey: String
     /// The paper's name of this block's SE block (`SE_<stage>_<block>`, 1-based block).
     public let paperName: String
@@ -136,6 +141,7 @@ public final class ResidualBlock: Module {
             Conv2d(i, o, kernel: k, stride: s, padding: k / 2, groups: groups, bias: false, initialization: .heNormal, generator: &g)
         }
         var seChannels = out
+        reluAfterBN2 = spec.block == .basic && spec.layout == .caffe
         switch spec.block {
         case .basic:
             conv1 = conv(inplanes, planes, 3, stride)
@@ -189,6 +195,7 @@ public final class ResidualBlock: Module {
         let input = placement == .pre ? (se?(x) ?? x) : x
         var h = relu(bn1(conv1(input)))
         h = bn2(conv2(h))
+        if reluAfterBN2 { h = relu(h) }
         if let conv3, let bn3 {
             h = relu(h)
             if placement == .after3x3, let se { h = se(h) }
