@@ -38,7 +38,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "NN", "TensorCore", "_TestSupport"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Models", "NN", "TensorCore", "_TestSupport"]),
         .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "TensorCore", "_TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["senet"]),
+        .testTarget(name: "CLITests", dependencies: ["senet", "Checkpoints", "TensorCore", "_TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )
