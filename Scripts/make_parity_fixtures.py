@@ -12,7 +12,7 @@ float64 from a 24-bit uniform u and rounded once to float32, so both sides hold 
   *.weight of rank 1 (BN gamma):      0.5 + u
   *.running_var:                      0.5 + u
   *.bias, *.running_mean:             0.2 * (u - 0.5)
-  input:                              2 * (2u - 1)
+  input* (any key starting "input"):  2 * (2u - 1)
 timm zero-initialises the last BN of every residual block, which would hide the SE path; here
 every BN gets gamma in [0.5, 1.5) and random running statistics.
 
@@ -64,7 +64,7 @@ def uniform(key, n):
 def synthetic(key, shape):
     n = int(np.prod(shape)) if len(shape) else 1
     u = uniform(key, n)
-    if key == "input":
+    if key.startswith("input"):
         v = 2.0 * (2.0 * u - 1.0)
     elif key.endswith("running_var") or (key.endswith(".weight") and len(shape) == 1):
         v = 0.5 + u

@@ -56,6 +56,24 @@ private let convLayoutPolicy: ConvLayoutPolicy = {
     }
 }()
 
+/// How a convolution's implementation is chosen on first use of a shape.
+public enum ConvSelection: Sendable {
+    /// Time the candidates on the caller's buffers and keep the fastest (inference, benchmarks).
+    /// Fastest, but the winner can change from run to run, and with it the last bits of results.
+    case autotune
+    /// A fixed rule: oneDNN's preferred (blocked) layout when it has one, else the plain layout.
+    /// Results are bit-identical from run to run (training, so that a resumed run continues
+    /// exactly as an uninterrupted one).
+    case deterministic
+}
+
+nonisolated(unsafe) private var convSelectionMode: ConvSelection =
+    ProcessInfo.processInfo.environment["SENET_CONV_SELECTION"] == "deterministic" ? .deterministic : .autotune
+
+/// Sets how convolution implementations are chosen for shapes not seen yet (call before the
+/// first convolution; shapes already planned keep their plan).
+public func setConvSelection(_ mode: ConvSelection) { convSelectionMode = mode }
+
 private let convPlans = PlanCache<ConvKey>()
 /// SENET_CONV_DEBUG=1 logs every autotuning decision to stderr.
 private let convDebug = ProcessInfo.processInfo.environment["SENET_CONV_DEBUG"] != nil
@@ -166,7 +184,10 @@ private func convExecute(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer]) 
         fatalError("conv2d: oneDNN has no non-reference implementation for \(key.shape) (\(key.pass))")
     }
     var best = candidates[0]
-    if candidates.count > 1 {
+    if convSelectionMode == .deterministic {
+        // The blocked oneDNN plan is built last when it exists (see convCandidates).
+        best = candidates[candidates.count - 1]
+    } else if candidates.count > 1 {
         // Two warm-up runs each (JIT, page faults), then five rounds that visit the candidates in
         // turn; each keeps its fastest run, the estimate least disturbed by other work.
         for p in candidates { p.execute(pointers); p.execute(pointers) }

@@ -137,6 +137,12 @@ public final class Dropout: Module {
         _generator = SeededGenerator(seed: seed)
     }
 
+    /// The mask generator's state, saved in training checkpoints so a resumed run draws the same masks.
+    public var generatorState: [UInt64] {
+        get { _generator.state }
+        set { _generator.state = newValue }
+    }
+
     public override func callAsFunction(_ x: Tensor) -> Tensor {
         isTraining && p > 0 ? dropout(x, p: p, generator: &_generator) : x
     }

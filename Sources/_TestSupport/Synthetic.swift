@@ -26,7 +26,7 @@ public enum Synthetic {
         let n = shape.reduce(1, *)
         let seed = fnv1a64(key)
         let value: (Double) -> Double
-        if key == "input" {
+        if key.hasPrefix("input") {
             value = { 2 * (2 * $0 - 1) }
         } else if key.hasSuffix("running_var") || (key.hasSuffix(".weight") && shape.count == 1) {
             value = { 0.5 + $0 }

@@ -62,9 +62,47 @@ struct Export: ParsableCommand {
     @Option(help: "Output file.") var output: String
 
     func run() throws {
-        let (net, _) = try buildModel(model, weights: weights, numClasses: numClasses, inChannels: inChannels, seed: seed)
-        let meta = ["model": model, "format": "pt", "producer": "senet \(SENetVersion.string)"]
+        let (net, state) = try buildModel(model, weights: weights, numClasses: numClasses, inChannels: inChannels, seed: seed)
+        var meta = try state?.metadata ?? ModelRegistry.entry(model).pretrained.metadata
+        meta.merge(["model": model, "format": "pt", "producer": "senet \(SENetVersion.string)"]) { $1 }
         try SafeTensors.write(net.stateDict(metadata: meta), to: URL(fileURLWithPath: output), as: half ? .float16 : .float32)
         FileHandle.standardError.write(Data("wrote \(output): \(net.namedParameters().count) tensors, \(net.parameterCount) parameters\n".utf8))
+    }
+}
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert a PyTorch checkpoint (.pth/.pth.tar, zip or legacy format) to safetensors, without Python.",
+        discussion: """
+            Reads the file with a restricted unpickler that executes nothing. Plain state dicts and ones \
+            wrapped under state_dict/model/ema are accepted; `module.` prefixes are stripped. With --model, \
+            the weights are checked against the model (every missing, unexpected or mis-shaped key listed) \
+            and the model name and its preprocessing go into the file's metadata.
+            """)
+
+    @Argument(help: "PyTorch checkpoint.") var input: String
+    @Argument(help: "Output safetensors file.") var output: String
+    @Option(help: "Model the weights are for (checked strictly; recorded in the metadata).") var model: String?
+    @Option(help: "Take the weights under this top-level key of the checkpoint.") var entry: String?
+    @Flag(help: "Prefer EMA weights (state_dict_ema, model_ema, ema) when present.") var ema = false
+    @Flag(help: "Store float16 instead of float32.") var half = false
+
+    func run() throws {
+        var state = try TorchCheckpoint.read(URL(fileURLWithPath: input), options: .init(preferEMA: ema, entry: entry))
+        var meta = ["source": URL(fileURLWithPath: input).lastPathComponent, "source_format": state.metadata["format"] ?? "pytorch",
+                    "format": "pt", "producer": "senet \(SENetVersion.string)"]
+        if let model {
+            let entry = try ModelRegistry.entry(model)
+            let inChannels = state.entries.first { $0.tensor.rank == 4 }?.tensor.shape[1] ?? 3
+            let head = state.entries.last { $0.tensor.rank == 2 }?.tensor.shape[0]
+            let net = entry(ModelOptions(numClasses: head, inChannels: inChannels))
+            try net.load(state, strict: true, file: input)
+            meta.merge(entry.pretrained.metadata) { $1 }
+            if let head, head != entry.defaultNumClasses || entry.pretrained.labels?.count != head { meta["labels"] = nil }
+            meta["model"] = model
+        }
+        state.metadata = meta
+        try SafeTensors.write(state, to: URL(fileURLWithPath: output), as: half ? .float16 : .float32)
+        FileHandle.standardError.write(Data("wrote \(output): \(state.count) tensors from \(input)\n".utf8))
     }
 }
