@@ -7,7 +7,7 @@ SHELL := /bin/bash
 CPU ?= haswell
 SWIFT_FLAGS := -c release -Xswiftc -target-cpu -Xswiftc $(CPU) -Xcc -march=$(CPU)
 TEST_FLAGS := $(SWIFT_FLAGS) -Xswiftc -enable-testing
-APT_PACKAGES := libdnnl-dev libturbojpeg0-dev libpng-dev zlib1g-dev
+APT_PACKAGES := libdnnl-dev libturbojpeg0-dev libpng-dev zlib1g-dev dataset-fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON ?= python3
 BENCH_VENV := .venv-bench

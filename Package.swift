@@ -25,7 +25,10 @@ let package = Package(
         .target(name: "CPNG", path: "Sources/CPNG", linkerSettings: [.linkedLibrary("png16")]),
         .target(name: "ImageIO", dependencies: ["TensorCore", "CTurboJPEG", "CPNG"]),
         .target(name: "Checkpoints", dependencies: ["TensorCore", "NN", "Models"]),
-        .target(name: "SENet", dependencies: ["Kernels", "TensorCore", "NN", "Models", "Checkpoints", "ImageIO"]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "Datasets", dependencies: ["TensorCore", "ImageIO", "CZlib"]),
+        .target(name: "Training", dependencies: ["TensorCore", "NN", "Models", "Checkpoints", "Datasets"]),
+        .target(name: "SENet", dependencies: ["Kernels", "TensorCore", "NN", "Models", "Checkpoints", "ImageIO", "Datasets", "Training"]),
         .executableTarget(name: "senet", dependencies: [
             "SENet", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -38,6 +41,8 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "NN", "TensorCore", "_TestSupport"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Models", "NN", "TensorCore", "_TestSupport"]),
         .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "TensorCore", "_TestSupport"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "ImageIO", "TensorCore", "_TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Models", "NN", "TensorCore", "Checkpoints", "_TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["senet", "Checkpoints", "TensorCore", "_TestSupport"]),
     ],
     swiftLanguageModes: [.v5]

@@ -10,7 +10,7 @@ public struct LoadReport: Sendable, CustomStringConvertible {
     public var loaded: [String] = []
     /// Model keys the state dict lacks.
     public var missing: [String] = []
-    /// State-dict keys the model lacks (`num_batches_tracked` is not counted: it is ignored).
+    /// State-dict keys the model lacks (`num_batches_tracked` and `optimizer.*` are ignored, not counted).
     public var unexpected: [String] = []
     /// Keys present in both with different shapes: (key, model shape, state-dict shape).
     public var mismatched: [(key: String, model: [Int], file: [Int])] = []
@@ -55,7 +55,8 @@ extension Module {
     ///   nothing is changed. Non-strict: what fits is loaded and the rest reported.
     /// - replacingClassifier: classifier weights whose shapes differ from the model's (another
     ///   class count, for fine-tuning) keep the model's fresh initialisation instead of failing.
-    /// `num_batches_tracked` entries are accepted and ignored. `file` labels errors.
+    /// `num_batches_tracked` entries and a training checkpoint's optimizer state (keys under
+    /// `optimizer.`) are accepted and ignored. `file` labels errors.
     @discardableResult
     public func load(_ state: StateDict, strict: Bool = true, replacingClassifier: Bool = false,
                      file: String = "state dict") throws -> LoadReport {
@@ -74,7 +75,9 @@ extension Module {
             plan.append((p, t))
             report.loaded.append(key)
         }
-        report.unexpected = state.keys.filter { !modelKeys.contains($0) && !$0.hasSuffix("num_batches_tracked") }
+        report.unexpected = state.keys.filter {
+            !modelKeys.contains($0) && !$0.hasSuffix("num_batches_tracked") && !$0.hasPrefix("optimizer.")
+        }
         if strict && !report.isComplete {
             throw CheckpointError(file: file, "does not fit the model: \(report)")
         }

@@ -5,6 +5,8 @@
 @_exported import Models
 @_exported import Checkpoints
 @_exported import ImageIO
+@_exported import Datasets
+@_exported import Training
 
 /// The library's version.
 public enum SENetVersion {

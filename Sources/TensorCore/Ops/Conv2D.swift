@@ -66,3 +66,11 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: (In
     }
     return out
 }
+
+/// How convolution implementations are chosen (see `Kernels.ConvSelection`): `.autotune` times
+/// the candidates (fastest), `.deterministic` uses a fixed rule (bit-identical results from run to
+/// run, which training needs to resume exactly).
+public typealias ConvSelection = Kernels.ConvSelection
+
+/// Sets how convolution implementations are chosen for shapes not seen yet.
+public func setConvolutionSelection(_ mode: ConvSelection) { Kernels.setConvSelection(mode) }
