@@ -223,6 +223,9 @@ public final class Trainer {
         sigaddset(&set, SIGINT)
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
         defer { signal(SIGINT, previous) }
+        if epoch == 0 && step == 0 && globalStep == 0 {
+            try? FileManager.default.removeItem(at: metricsFile)  // a fresh run starts a fresh log
+        }
         let schedule = options.lrSchedule
         let perEpoch = train.batchesPerEpoch
         guard perEpoch > 0 else { throw TrainingError("\(train.dataset.name): fewer samples than one batch of \(options.batchSize)") }

@@ -57,6 +57,23 @@ struct WeightsCLITests {
         #expect(try SafeTensors.read(URL(fileURLWithPath: y))["output"]?.shape == [1, 7])
     }
 
+    /// `senet convert` on hostile PyTorch files (pickles that would run code, tensors reaching
+    /// outside their storage, a wrong model): one line naming the file and the problem, exit 1.
+    @Test func convertRefusesHostileCheckpoints() throws {
+        let out = temporaryPath("converted.safetensors")
+        for (file, needle) in [("pth_evil_os_system.pkl", "system"), ("pth_evil_exec_zip.pth", "builtins.exec"),
+                               ("pth_evil_eval_legacy.pth", "builtins.eval"), ("pth_hostile_outside.pth", "pth_hostile_outside.pth"),
+                               ("pth_deflated.pth", "pth_deflated.pth")] {
+            let path = fixturesDirectory.appendingPathComponent(file).path
+            let (status, _, err) = try runSenet(["convert", path, out])
+            #expect(status == 1, "\(file): status \(status)")
+            #expect(err.split(separator: "\n").count == 1 && err.contains(needle), "\(file): \(err)")
+        }
+        let (status, _, err) = try runSenet(["convert", fixturesDirectory.appendingPathComponent("pth_wrapped_model.pth").path, out,
+                                             "--model", "seresnet18"])
+        #expect(status == 1 && err.contains("missing key"), "\(err)")
+    }
+
     /// Bad files give one line on stderr naming the file, and exit status 1.
     @Test func badFilesAreOneLineErrors() throws {
         let corrupt = temporaryPath("corrupt.safetensors"), x = temporaryPath("x1.safetensors")
