@@ -38,11 +38,11 @@ test: deps assets
 ## demo: the main job.
 ## demo: the main job — train SE-ResNet-20 on Fashion-MNIST (Debian's dataset-fashion-mnist), evaluate
 ## it on the 10,000 test images, classify a few Fashion-MNIST PNGs; the last line is the test top-1.
-## DEMO_EPOCHS/DEMO_LIMIT size the run (default: 2 epochs over 40,000 images, under 10 minutes with
+## DEMO_EPOCHS/DEMO_LIMIT size the run (default: 2 epochs over 50,000 images, under 10 minutes with
 ## the build on 2 cores).
 DEMO_OUT ?= runs/demo
 DEMO_EPOCHS ?= 2
-DEMO_LIMIT ?= 40000
+DEMO_LIMIT ?= 50000
 demo: deps assets
 	swift build $(SWIFT_FLAGS) --product senet
 	.build/release/senet --version
