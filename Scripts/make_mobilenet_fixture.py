@@ -11,13 +11,15 @@ Normalize(ImageNet mean/std). Writes Tests/Fixtures/mobilenet_v2_foolbox.safeten
 """
 import json
 import os
-import struct
 import sys
 
 import torch
 import torchvision
 from PIL import Image
 from torchvision import transforms
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from oracle_common import write_safetensors  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(ROOT, ".assets")
@@ -39,17 +41,7 @@ def main():
     print(f"PyTorch top-1 correct: {(top1 == labels.long()).sum().item()}/{len(names)}", file=sys.stderr)
     tensors = {"labels": labels, "logits": logits.float()}
     meta = {"images": json.dumps(names), "torch_version": torch.__version__, "torchvision_version": torchvision.__version__}
-    header = {"__metadata__": meta}
-    blobs, offset = [], 0
-    for k in sorted(tensors):
-        data = tensors[k].contiguous().numpy().astype("<f4").tobytes()
-        header[k] = {"dtype": "F32", "shape": list(tensors[k].shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    hdr = json.dumps(header, separators=(",", ":")).encode()
-    hdr += b" " * (-len(hdr) % 8)
-    with open(OUT, "wb") as f:
-        f.write(struct.pack("<Q", len(hdr)) + hdr + b"".join(blobs))
+    write_safetensors(OUT, tensors, meta)
     print("wrote", OUT, file=sys.stderr)
 
 

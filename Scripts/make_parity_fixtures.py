@@ -29,13 +29,15 @@ Inputs: batch 2 at 224x224 and batch 2 at 160x208 (non-square), eval mode.
 """
 import json
 import os
-import struct
 import sys
 
 import numpy as np
 import torch
 import timm
 from timm.models.resnet import ResNet, Bottleneck
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from oracle_common import write_safetensors  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "Tests", "Fixtures", "parity_timm.safetensors")
@@ -88,20 +90,6 @@ def models():
     yield "legacy_seresnet18", timm.create_model("legacy_seresnet18", pretrained=False)
     yield "seresnext_tiny", ResNet(block=Bottleneck, layers=[1, 1, 1, 1], cardinality=8, base_width=4,
                                    block_args=dict(attn_layer="se"))
-
-
-def write_safetensors(path, tensors, metadata):
-    header = {"__metadata__": metadata}
-    blobs, offset = [], 0
-    for key in sorted(tensors):
-        data = tensors[key].contiguous().numpy().astype("<f4").tobytes()
-        header[key] = {"dtype": "F32", "shape": list(tensors[key].shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    hdr = json.dumps(header, separators=(",", ":")).encode()
-    hdr += b" " * (-len(hdr) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(hdr)) + hdr + b"".join(blobs))
 
 
 def main():

@@ -24,9 +24,7 @@ Stored:
   delta1.<key>  the same elements of (after - before) for trainable parameters, in float64
                 before rounding to float32
 """
-import json
 import os
-import struct
 import sys
 
 import torch
@@ -34,6 +32,7 @@ from timm.models.resnet import BasicBlock, ResNet
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_parity_fixtures import synthetic  # noqa: E402
+from oracle_common import write_safetensors  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "Tests", "Fixtures", "training_sgd.safetensors")
@@ -72,17 +71,7 @@ def main():
                 out[f"delta1.{k}"] = sample(v.detach().double() - before[k]).float()
     out["loss"] = torch.tensor(losses, dtype=torch.float32)
     print("losses:", " ".join(f"{l:.5f}" for l in losses), file=sys.stderr)
-    header = {"__metadata__": {"torch_version": torch.__version__}}
-    blobs, offset = [], 0
-    for k in sorted(out):
-        data = out[k].contiguous().numpy().astype("<f4").tobytes()
-        header[k] = {"dtype": "F32", "shape": list(out[k].shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    hdr = json.dumps(header, separators=(",", ":")).encode()
-    hdr += b" " * (-len(hdr) % 8)
-    with open(OUT, "wb") as f:
-        f.write(struct.pack("<Q", len(hdr)) + hdr + b"".join(blobs))
+    write_safetensors(OUT, out, {"torch_version": torch.__version__})
     print("wrote", OUT, os.path.getsize(OUT), "bytes", file=sys.stderr)
 
 

@@ -3,6 +3,7 @@ hooks, state-dict listing, and the deterministic one-line-per-entry JSON writer.
 
 import json
 import os
+import struct
 
 import torch
 import torch.nn as nn
@@ -88,3 +89,22 @@ def write_json(doc, path):
         f.write(text)
     return len(text.encode())
 
+
+
+def write_safetensors(path, tensors, metadata):
+    """Deterministic safetensors writer: float32 tensors sorted by key, metadata as given.
+
+    (safetensors.torch.save_file serialises __metadata__ from a hash map, so its bytes vary
+    from run to run; fixtures must not.)
+    """
+    header = {"__metadata__": metadata}
+    blobs, offset = [], 0
+    for key in sorted(tensors):
+        data = tensors[key].detach().contiguous().float().numpy().astype("<f4").tobytes()
+        header[key] = {"dtype": "F32", "shape": list(tensors[key].shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    hdr = json.dumps(header, separators=(",", ":")).encode()
+    hdr += b" " * (-len(hdr) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hdr)) + hdr + b"".join(blobs))
