@@ -3,15 +3,17 @@
 import Foundation
 import Testing
 
+/// The `senet` executable built next to the test bundle.
+func senetExecutable() -> URL {
+    let url = Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("senet")
+    if FileManager.default.fileExists(atPath: url.path) { return url }
+    return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("senet")
+}
+
 /// Runs the `senet` executable built next to the test bundle; returns (status, stdout, stderr).
 func runSenet(_ args: [String]) throws -> (Int32, String, String) {
-    let bundleDir = Bundle.main.bundleURL.deletingLastPathComponent()
-    var url = bundleDir.appendingPathComponent("senet")
-    if !FileManager.default.fileExists(atPath: url.path) {
-        url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("senet")
-    }
     let p = Process()
-    p.executableURL = url
+    p.executableURL = senetExecutable()
     p.arguments = args
     let out = Pipe(), err = Pipe()
     p.standardOutput = out

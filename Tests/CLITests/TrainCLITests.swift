@@ -19,12 +19,7 @@ func requireFashionMNIST() throws {
 /// Starts `senet` with `args`, returning the process (stdout/stderr to files in `dir`).
 func startSenet(_ args: [String], dir: String) throws -> Process {
     let p = Process()
-    let bundleDir = Bundle.main.bundleURL.deletingLastPathComponent()
-    var url = bundleDir.appendingPathComponent("senet")
-    if !FileManager.default.fileExists(atPath: url.path) {
-        url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("senet")
-    }
-    p.executableURL = url
+    p.executableURL = senetExecutable()
     p.arguments = args
     FileManager.default.createFile(atPath: dir + "/stdout", contents: nil)
     FileManager.default.createFile(atPath: dir + "/stderr", contents: nil)
@@ -32,6 +27,14 @@ func startSenet(_ args: [String], dir: String) throws -> Process {
     p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/stderr"))
     try p.run()
     return p
+}
+
+/// An empty temporary directory named `name` (emptied if a previous run left it).
+func freshDirectory(_ name: String) throws -> String {
+    let d = temporaryPath(name)
+    try? FileManager.default.removeItem(atPath: d)
+    try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+    return d
 }
 
 /// The model tensors (not the optimizer state or metadata) of a checkpoint.
@@ -51,8 +54,7 @@ struct TrainCLITests {
 
     @Test func killedMidEpochThenResumedEqualsUninterrupted() throws {
         try requireFashionMNIST()
-        let a = temporaryPath("uninterrupted"), b = temporaryPath("killed")
-        for d in [a, b] { try? FileManager.default.removeItem(atPath: d); try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        let a = try freshDirectory("uninterrupted"), b = try freshDirectory("killed")
         let (status, _, err) = try runSenet(Self.args(a))
         #expect(status == 0, "\(err)")
         // The second run checkpoints every 4 steps; kill -9 it once its second epoch is under way.
@@ -84,9 +86,7 @@ struct TrainCLITests {
 
     @Test func sigintCheckpointsAndExits130() throws {
         try requireFashionMNIST()
-        let d = temporaryPath("sigint")
-        try? FileManager.default.removeItem(atPath: d)
-        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        let d = try freshDirectory("sigint")
         var a = Self.args(d)
         a[a.firstIndex(of: "768")!] = "6400"
         let p = try startSenet(a, dir: d)
@@ -106,8 +106,7 @@ struct TrainCLITests {
 
     @Test func nanLossStopsNamingTheStep() throws {
         try requireFashionMNIST()
-        let d = temporaryPath("nan")
-        try? FileManager.default.removeItem(atPath: d)
+        let d = try freshDirectory("nan")
         var a = Self.args(d)
         a[a.firstIndex(of: "0.05")!] = "1e30"
         let (status, _, err) = try runSenet(a)
@@ -127,8 +126,7 @@ struct TrainCLITests {
     /// A trained checkpoint evaluates with `senet eval` and classifies Fashion-MNIST PNGs with `senet predict`.
     @Test func evalAndPredictFromATrainingCheckpoint() throws {
         try requireFashionMNIST()
-        let d = temporaryPath("evalpredict")
-        try? FileManager.default.removeItem(atPath: d)
+        let d = try freshDirectory("evalpredict")
         var a = Self.args(d)
         a[a.firstIndex(of: "3")!] = "1"
         var (status, _, err) = try runSenet(a)
