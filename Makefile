@@ -7,13 +7,13 @@ SHELL := /bin/bash
 CPU ?= haswell
 SWIFT_FLAGS := -c release -Xswiftc -target-cpu -Xswiftc $(CPU) -Xcc -march=$(CPU)
 TEST_FLAGS := $(SWIFT_FLAGS) -Xswiftc -enable-testing
-APT_PACKAGES := libdnnl-dev libturbojpeg0-dev libpng-dev zlib1g-dev dataset-fashion-mnist
+APT_PACKAGES := libdnnl-dev libturbojpeg0-dev libpng-dev zlib1g-dev dataset-fashion-mnist librsvg2-bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON ?= python3
 BENCH_VENV := .venv-bench
 FIXTURE_VENV := .venv-fixtures
 
-.PHONY: deps assets build test demo bench bench-ours bench-torch fixtures clean
+.PHONY: deps assets build test demo excitations bench bench-ours bench-torch fixtures clean
 
 ## deps: install the system libraries (oneDNN, libjpeg-turbo, libpng) when missing.
 deps:
@@ -54,6 +54,13 @@ demo: deps assets
 		.assets/foolbox/fashionMNIST_0[0-4]_*.png
 	@echo "checkpoint: $(DEMO_OUT)/last.safetensors; metrics: $(DEMO_OUT)/metrics.jsonl"
 	@printf 'test top-1: %s%%\n' "$$(sed -n 's/.*top-1 \([0-9.]*\)%.*/\1/p' $(DEMO_OUT)/eval.txt | head -1)"
+
+## excitations: the paper's Fig. 6/7 analysis of the network `make demo` trained (docs/excitations.md).
+excitations:
+	swift build $(SWIFT_FLAGS) --product senet
+	.build/release/senet excitations --model seresnet20 --weights $(DEMO_OUT)/last.safetensors --data fashion-mnist \
+		--classes Trouser,Sneaker,Bag,Shirt --blocks SE_2_1,SE_2_2,SE_2_3,SE_3_1,SE_3_2,SE_3_3,SE_4_1,SE_4_2,SE_4_3 \
+		--images-per-class 1000 --channels 0 --per-instance Sneaker --out runs/excitations
 
 ## bench: our convolution timings beside PyTorch's (same machine, same run), into docs/performance.md.
 ## ROUNDS rounds alternate ours and PyTorch so that noise hits both; the table keeps medians.

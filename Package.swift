@@ -43,7 +43,7 @@ let package = Package(
         .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "TensorCore", "_TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "ImageIO", "TensorCore", "_TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Models", "NN", "TensorCore", "Checkpoints", "_TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["senet", "Checkpoints", "TensorCore", "_TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["senet", "Checkpoints", "Datasets", "ImageIO", "Models", "NN", "TensorCore", "_TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

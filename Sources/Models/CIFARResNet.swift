@@ -33,6 +33,7 @@ public final class CIFARBasicBlock: Module {
         bn2 = BatchNorm2d(cout)
         self.se = se.map { SqueezeExcitation(channels: cout, config: $0, generator: &g) }
         (self.stride, outChannels, paperName) = (stride, cout, name)
+        self.se?.paperName = name
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
@@ -62,6 +63,7 @@ public final class PreActBottleneck: Module {
         shortcut = (stride != 1 || cin != out)
             ? Conv2d(cin, out, kernel: 1, stride: stride, bias: false, initialization: .heNormal, generator: &g) : nil
         paperName = name
+        self.se?.paperName = name
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {

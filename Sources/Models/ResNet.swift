@@ -185,6 +185,7 @@ public final class ResidualBlock: Module {
         placement = spec.sePlacement
         seKey = spec.layout == .timm ? "se" : "se_module"
         paperName = "SE_\(stage)_\(index + 1)"
+        se?.paperName = paperName
     }
 
     public override func keyName(forProperty name: String) -> String {

@@ -30,6 +30,7 @@ public final class LayerRecorder: @unchecked Sendable {
     }
 
     static func note(_ m: Module, _ kind: String, _ y: Tensor, macsPerImage: Int) {
+        ActivationCapture.noteOutput(m, kind, y)
         guard let r = current else { return }
         r.records.append(LayerRecord(path: m.path, kind: kind, outputShape: y.shape, parameters: m.parameterCount, macs: macsPerImage))
     }

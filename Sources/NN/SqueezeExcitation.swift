@@ -66,6 +66,9 @@ public final class SqueezeExcitation: Module {
     public let fc1: Conv2d
     public let fc2: Conv2d
     public let config: SEConfig
+    /// The paper's name of this block (`SE_<stage>_<block>`), set by models that know their stages;
+    /// activation captures derive one from the feature size otherwise.
+    public var paperName: String?
 
     public init(channels: Int, config: SEConfig = .paper, generator: inout SeededGenerator) {
         let reduced = config.rounding.width(channels: channels, reduction: config.reduction)
@@ -101,6 +104,10 @@ public final class SqueezeExcitation: Module {
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
-        x * excitation(x)
+        let s = excitation(x)
+        ActivationCapture.noteExcitation(self, input: x, excitation: s)
+        let y = x * s
+        ActivationCapture.noteOutput(self, "SE", y)
+        return y
     }
 }

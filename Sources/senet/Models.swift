@@ -5,11 +5,17 @@ import Foundation
 import SENet
 
 /// Runs one forward pass of `model` at batch 1 and returns its per-layer records.
-func profile(_ model: Module, height: Int, width: Int, inChannels: Int) -> LayerRecorder {
+/// With `capture`, the same pass also names the SE blocks.
+func profile(_ model: Module, height: Int, width: Int, inChannels: Int, capture: ActivationCapture? = nil) -> LayerRecorder {
     model.eval()
     let recorder = LayerRecorder()
     let x = Tensor.zeros([1, inChannels, height, width])
-    _ = withoutGradients { recorder.record(model) { model(x) } }
+    _ = withoutGradients {
+        recorder.record(model) {
+            if let capture { return capture.capture(model, inputHeight: height) { model(x) } }
+            return model(x)
+        }
+    }
     return recorder
 }
 
@@ -81,17 +87,27 @@ struct Summary: ParsableCommand {
         }
         try ModelRegistry.checkInputSize(model, height: h, width: w)
         let net = entry(options)
-        let rec = profile(net, height: h, width: w, inChannels: inChannels)
+        let capture = ActivationCapture(excitations: { _ in false })
+        let rec = profile(net, height: h, width: w, inChannels: inChannels, capture: capture)
+        let seNames = Dictionary(capture.seBlocks.map { ($0.path, $0.name) }, uniquingKeysWith: { a, _ in a })
         if json {
+            let se: [[String: Any]] = capture.seBlocks.map { ["name": $0.name, "path": $0.path, "channels": $0.channels, "feature_size": [$0.height, $0.width]] }
             let obj: [String: Any] = ["model": model, "parameters": net.parameterCount, "macs": rec.totalMACs,
-                                      "input_size": [h, w], "num_classes": numClasses ?? entry.defaultNumClasses, "layers": rec.records.count]
+                                      "input_size": [h, w], "num_classes": numClasses ?? entry.defaultNumClasses, "layers": rec.records.count,
+                                      "se_blocks": se]
             let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
             return
         }
         print("layer".padding(toLength: 34, withPad: " ", startingAt: 0) + "kind".padding(toLength: 12, withPad: " ", startingAt: 0)
               + "output".padding(toLength: 20, withPad: " ", startingAt: 0) + "params".leftPad(12) + "MACs".leftPad(16))
+        var lastSE = ""
         for r in rec.records {
+            // An SE block's name, once, before its first layer (`layer1.0.se` before `layer1.0.se.fc1`).
+            if let se = seNames.first(where: { r.path.hasPrefix($0.key + ".") }), se.key != lastSE {
+                print("  \(se.value)  (\(se.key))")
+                lastSE = se.key
+            }
             let shape = r.outputShape.dropFirst().map(String.init).joined(separator: "×")
             print(r.path.padding(toLength: 34, withPad: " ", startingAt: 0) + r.kind.padding(toLength: 12, withPad: " ", startingAt: 0)
                   + shape.padding(toLength: 20, withPad: " ", startingAt: 0) + formatCount(r.parameters).leftPad(12)
@@ -99,6 +115,12 @@ struct Summary: ParsableCommand {
         }
         print("total: \(formatCount(net.parameterCount)) parameters, \(formatCount(rec.totalMACs)) MACs "
               + String(format: "(%.3f GMACs)", Double(rec.totalMACs) / 1e9) + " at \(h)×\(w)")
+        if capture.seBlocks.isEmpty {
+            print("SE blocks: none")
+        } else {
+            print("SE blocks (\(capture.seBlocks.count), paper names): "
+                  + capture.seBlocks.map { "\($0.name) \($0.channels)ch \($0.height)×\($0.width)" }.joined(separator: ", "))
+        }
     }
 }
 

@@ -44,12 +44,10 @@ struct Plot: ParsableCommand {
 
     /// Two panels side by side: loss (train dashed, val solid) and top-1 %.
     func render(_ series: [Series]) -> String {
-        let colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf", "#bcbd22"]
+        let colors = plotColors
         let (w, h, pad) = (420.0, 300.0, 48.0)
         var body = ""
-        func esc(_ s: String) -> String {
-            s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
-        }
+        let esc = svgEscape
         func panel(x0: Double, name: String, values: (Series) -> [(String, [Double], Bool)]) {
             let all = series.flatMap { s in values(s).flatMap { $0.1 } }.filter(\.isFinite)
             let xs = series.flatMap(\.epochs)
