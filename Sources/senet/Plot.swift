@@ -7,7 +7,9 @@ struct Plot: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Plot training curves (loss and top-1 per epoch) from metrics.jsonl files into an SVG.")
 
-    @Argument(help: "metrics.jsonl files (one curve set each; label with NAME=PATH).") var files: [String]
+    @Argument(help: "metrics.jsonl files (one curve set each; label with NAME=PATH or --label).") var files: [String]
+    @Option(help: "Legend label of each file, in order (repeat the option; default: NAME= prefix or the file's directory).")
+    var label: [String] = []
     @Option(help: "Output SVG file.") var out: String
     @Option(help: "Title.") var title = "Training curves"
 
@@ -18,9 +20,11 @@ struct Plot: ParsableCommand {
 
     func run() throws {
         var series: [Series] = []
-        for spec in files {
+        guard label.count <= files.count else { throw ValidationError("\(label.count) --label values for \(files.count) files") }
+        for (index, spec) in files.enumerated() {
             let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
-            let (label, path) = parts.count == 2 ? (parts[0], parts[1]) : (URL(fileURLWithPath: spec).deletingLastPathComponent().lastPathComponent, spec)
+            var (label, path) = parts.count == 2 ? (parts[0], parts[1]) : (URL(fileURLWithPath: spec).deletingLastPathComponent().lastPathComponent, spec)
+            if index < self.label.count { label = self.label[index] }
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
                 throw ValidationError("\(path): cannot read the metrics file")
             }

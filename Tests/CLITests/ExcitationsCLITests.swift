@@ -265,3 +265,41 @@ func writeIDXSet(_ dir: String, labels: [Int]) throws {
     try gzip(images, to: dir + "/train-images-idx3-ubyte.gz")
     try gzip([0, 0, 8, 1] + be(n) + labels.map(UInt8.init), to: dir + "/train-labels-idx1-ubyte.gz")
 }
+
+@Suite("senet plot")
+struct PlotCLITests {
+    @Test func twoRunsOverlaidWithLabels() throws {
+        let dir = try freshDirectory("plot-two-runs")
+        for (run, offset) in [("a", 0.0), ("b", 0.1)] {
+            let lines = (1...5).map { e in
+                String(format: "{\"epoch\": %d, \"train_loss\": %.3f, \"train_top1\": %.3f, \"val_loss\": %.3f, \"val_top1\": %.3f, \"lr\": 0.1}",
+                       e, 1.0 / Double(e) + offset, 0.5 + 0.08 * Double(e) - offset, 1.2 / Double(e) + offset, 0.45 + 0.08 * Double(e) - offset)
+            }
+            try FileManager.default.createDirectory(atPath: dir + "/" + run, withIntermediateDirectories: true)
+            try (lines.joined(separator: "\n") + "\n").write(toFile: dir + "/\(run)/metrics.jsonl", atomically: true, encoding: .utf8)
+        }
+        let (status, _, err) = try runSenet(["plot", dir + "/a/metrics.jsonl", dir + "/b/metrics.jsonl",
+                                             "--label", "ResNet-20", "--label", "SE-ResNet-20", "--out", dir + "/curves.svg"])
+        try #require(status == 0, "\(err)")
+        let svg = try String(contentsOfFile: dir + "/curves.svg", encoding: .utf8)
+        #expect(svg.contains(">ResNet-20<") && svg.contains(">SE-ResNet-20<"))
+        // Per run: train and test loss, train and test top-1.
+        #expect(svg.components(separatedBy: "<polyline").count - 1 == 8)
+        if let rsvg = ["/usr/bin/rsvg-convert"].first(where: FileManager.default.fileExists) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: rsvg)
+            p.arguments = [dir + "/curves.svg", "-o", dir + "/curves.png"]
+            try p.run()
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0)
+            let img = try ImageDecoder.load(path: dir + "/curves.png")
+            let coloured = stride(from: 0, to: img.pixels.count, by: 3).filter {
+                let (r, g, b) = (Int(img.pixels[$0]), Int(img.pixels[$0 + 1]), Int(img.pixels[$0 + 2]))
+                return max(r, g, b) - min(r, g, b) > 60
+            }.count
+            #expect(coloured > 500, "only \(coloured) coloured pixels")
+        }
+        let (bad, _, badErr) = try runSenet(["plot", dir + "/a/metrics.jsonl", "--label", "x", "--label", "y", "--out", dir + "/c.svg"])
+        #expect(bad != 0 && badErr.contains("--label"))
+    }
+}
