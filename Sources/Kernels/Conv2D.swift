@@ -166,6 +166,7 @@ func convCandidates(_ key: ConvKey, policy: ConvLayoutPolicy) -> [KernelPlan] {
     var candidates: [KernelPlan] = []
     if policy != .blocked, let p = makePlan(key, blocked: false) { candidates.append(p) }
     if policy == .auto, Gemm1x1Plan.applies(key) { candidates.append(Gemm1x1Plan(key)) }
+    if policy == .auto, WinogradPlan.applies(key) { candidates.append(WinogradPlan(key)) }
     if policy != .plain, let p = makePlan(key, blocked: true) { candidates.append(p) }
     if candidates.isEmpty, let p = makePlan(key, blocked: policy == .plain) { candidates.append(p) }
     return candidates

@@ -12,6 +12,8 @@ import _TestSupport
         .init(n: 3, c: 16, h: 5, w: 6, o: 8, kh: 1, kw: 1),
         .init(n: 2, c: 16, h: 9, w: 8, o: 24, kh: 1, kw: 1, sh: 2, sw: 2),
         .init(n: 2, c: 32, h: 14, w: 14, o: 32, kh: 3, kw: 3, ph: 1, pw: 1),
+        // Odd sizes: the Winograd plan's partial last tile row and column.
+        .init(n: 3, c: 16, h: 7, w: 9, o: 24, kh: 3, kw: 3, ph: 1, pw: 1),
         .init(n: 2, c: 16, h: 9, w: 9, o: 32, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1, groups: 4),
     ]
 
@@ -54,5 +56,48 @@ import _TestSupport
                 }
             }
         }
+    }
+}
+
+/// Winograd F(2×2, 3×3) against a float64 direct convolution: its error, relative to the output's
+/// largest magnitude, stays at the level of float32 direct convolution (the parity tests' 1e-5
+/// budget is for the whole chain of ops).
+@Suite struct WinogradAccuracyTests {
+    @Test func withinAFewULPsOfFloat64() {
+        let s = Conv2DShape(n: 2, c: 96, h: 11, w: 10, o: 40, kh: 3, kw: 3, ph: 1, pw: 1)
+        var st: UInt64 = 7
+        func r() -> Float { st = st &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407; return Float(st >> 40) / Float(1 << 23) - 1 }
+        let x = (0..<s.inputCount).map { _ in r() }, w = (0..<s.weightCount).map { _ in r() }
+        let dy = (0..<s.outputCount).map { _ in r() }
+        var y64 = [Double](repeating: 0, count: s.outputCount), dx64 = [Double](repeating: 0, count: s.inputCount)
+        for n in 0..<s.n { for o in 0..<s.o { for i in 0..<s.h { for j in 0..<s.w {
+            var acc = 0.0
+            for c in 0..<s.c { for a in 0..<3 { for b in 0..<3 {
+                let (yy, xx) = (i + a - 1, j + b - 1)
+                guard yy >= 0, yy < s.h, xx >= 0, xx < s.w else { continue }
+                let wv = Double(w[((o * s.c + c) * 3 + a) * 3 + b])
+                acc += wv * Double(x[((n * s.c + c) * s.h + yy) * s.w + xx])
+                dx64[((n * s.c + c) * s.h + yy) * s.w + xx] += wv * Double(dy[((n * s.o + o) * s.h + i) * s.w + j])
+            } } }
+            y64[((n * s.o + o) * s.h + i) * s.w + j] = acc
+        } } } }
+        func run(_ pass: ConvPass, _ inputs: [[Float]], outCount: Int) -> [Float] {
+            let plan = WinogradPlan(ConvKey(shape: s, pass: pass, bias: false))
+            let bufs = (inputs + [[Float](repeating: .nan, count: outCount)]).map { a -> UnsafeMutablePointer<Float> in
+                let p = UnsafeMutablePointer<Float>.allocate(capacity: a.count)
+                p.initialize(from: a, count: a.count)
+                return p
+            }
+            defer { bufs.forEach { $0.deallocate() } }
+            plan.execute(bufs.map { UnsafeMutableRawPointer($0) })
+            return Array(UnsafeBufferPointer(start: bufs.last!, count: outCount))
+        }
+        func relErr(_ a: [Float], _ b: [Double]) -> Double {
+            zip(a, b).map { abs(Double($0) - $1) }.max()! / b.map(abs).max()!
+        }
+        let ey = relErr(run(.forward, [x, w], outCount: s.outputCount), y64)
+        let edx = relErr(run(.backwardData, [dy, w], outCount: s.inputCount), dx64)
+        #expect(ey < 1e-6, "forward: \(ey)")
+        #expect(edx < 1e-6, "backward-data: \(edx)")
     }
 }
