@@ -2,6 +2,7 @@
 // `kernelThreads` contiguous chunks, and only when it is big enough to pay for the hand-off
 // (~10 µs); oneDNN's OpenMP threads are idle while our kernels run, so the two never overlap.
 
+import CDNNL
 import Dispatch
 import Foundation
 
@@ -29,3 +30,6 @@ public func parallelRanges(_ count: Int, costPerItem: Int = 1, _ body: (Range<In
         }
     }
 }
+
+/// Keeps large freed blocks in the process heap for reuse (glibc mallopt; see TensorStorage).
+public func keepFreedMemory() { senet_keep_freed_memory() }

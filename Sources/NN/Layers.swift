@@ -40,7 +40,13 @@ public final class Conv2d: Module {
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
-        let y = conv2d(x, weight: weight.value, bias: bias?.value, stride: stride, padding: padding, dilation: dilation, groups: groups)
+        let y: Tensor
+        if let f = InferenceEngine.foldedParameters(self) {
+            y = conv2d(x, weight: f.weight, bias: f.bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
+        } else {
+            y = conv2d(x, weight: weight.value, bias: bias?.value, stride: stride, padding: padding, dilation: dilation, groups: groups)
+        }
+        InferenceEngine.trace(self, input: x, output: y)
         LayerRecorder.note(self, "Conv2d", y, macsPerImage: y.count / max(y.shape[0], 1) * weight.value.count / weight.shape[0])
         return y
     }
@@ -65,8 +71,13 @@ public final class BatchNorm2d: Module {
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
+        if InferenceEngine.isAbsorbed(self) {
+            LayerRecorder.note(self, "BatchNorm2d", x, macsPerImage: 0)
+            return x
+        }
         let y = batchNorm(x, weight: weight.value, bias: bias.value, runningMean: &runningMean.value, runningVar: &runningVar.value,
                           training: isTraining, momentum: momentum, eps: eps)
+        InferenceEngine.trace(self, input: x, output: y)
         LayerRecorder.note(self, "BatchNorm2d", y, macsPerImage: 0)
         return y
     }

@@ -7,6 +7,17 @@
 import Foundation
 import Kernels
 
+/// glibc serves allocations above its mmap threshold (128 KiB rising to at most 32 MiB) with fresh
+/// mappings and unmaps them on free, so every large activation of every forward pass page-faults
+/// its memory in again (the kernel zeroes each page): measured here as a large share of a
+/// training step. Raising the threshold and the trim threshold keeps freed buffers in the heap,
+/// where the next pass of the same shapes reuses them. SENET_KEEP_FREED_MEMORY=0 restores glibc's
+/// defaults.
+private func retainFreedMemory() {
+    guard ProcessInfo.processInfo.environment["SENET_KEEP_FREED_MEMORY"] != "0" else { return }
+    keepFreedMemory()
+}
+
 /// The buffer behind one or more tensors. Counts live and peak bytes process-wide so tests and
 /// benchmarks can check memory behaviour (no-grad inference keeps ~one layer's activations).
 public final class TensorStorage: @unchecked Sendable {
@@ -23,8 +34,12 @@ public final class TensorStorage: @unchecked Sendable {
     public static var peakBytes: Int { lock.lock(); defer { lock.unlock() }; return _peak }
     public static func resetPeak() { lock.lock(); _peak = _live; lock.unlock() }
 
+    /// Keep freed tensor memory in the process (see `retainFreedMemory`); runs once.
+    private static let heapPolicy: Void = retainFreedMemory()
+
     /// Uninitialised storage for `count` floats.
     public init(count: Int) {
+        _ = TensorStorage.heapPolicy
         self.count = count
         let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))

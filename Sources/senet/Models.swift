@@ -19,6 +19,20 @@ func profile(_ model: Module, height: Int, width: Int, inChannels: Int, capture:
     return recorder
 }
 
+/// `--input-size` (none: the model's default; one value: square; two: H W), checked against the
+/// model's minimum.
+func resolveInputSize(_ values: [Int], model: String, entry: ModelEntry) throws -> (Int, Int) {
+    let (h, w): (Int, Int)
+    switch values.count {
+    case 0: (h, w) = entry.defaultInputSize
+    case 1: (h, w) = (values[0], values[0])
+    case 2: (h, w) = (values[0], values[1])
+    default: throw ValidationError("--input-size takes H and W")
+    }
+    try ModelRegistry.checkInputSize(model, height: h, width: w)
+    return (h, w)
+}
+
 func formatCount(_ n: Int) -> String {
     let s = String(n)
     var out = ""
@@ -78,14 +92,7 @@ struct Summary: ParsableCommand {
             options.sePlacement = placement
         }
         if let r = reduction, r < 1 { throw ValidationError("--reduction must be at least 1") }
-        let (h, w): (Int, Int)
-        switch inputSize.count {
-        case 0: (h, w) = entry.defaultInputSize
-        case 1: (h, w) = (inputSize[0], inputSize[0])
-        case 2: (h, w) = (inputSize[0], inputSize[1])
-        default: throw ValidationError("--input-size takes H and W")
-        }
-        try ModelRegistry.checkInputSize(model, height: h, width: w)
+        let (h, w) = try resolveInputSize(inputSize, model: model, entry: entry)
         let net = entry(options)
         let capture = ActivationCapture(excitations: { _ in false })
         let rec = profile(net, height: h, width: w, inChannels: inChannels, capture: capture)

@@ -12,7 +12,7 @@ struct Senet: ParsableCommand {
         abstract: "Squeeze-and-Excitation networks in Swift: build, train, evaluate and inspect SE networks.",
         discussion: "Numerics match PyTorch; convolutions and matrix products run on oneDNN.",
         version: SENetVersion.string,
-        subcommands: [Models.self, Summary.self, Train.self, Eval.self, Excitations.self, Plot.self, Predict.self, Forward.self, Export.self, Convert.self, Demo.self])
+        subcommands: [Models.self, Summary.self, Train.self, Eval.self, Excitations.self, Plot.self, Bench.self, Predict.self, Forward.self, Export.self, Convert.self, Demo.self])
 
     /// Runs the tool with the project's exit codes: 0 success, 1 error, 2 usage error.
     static func main() {

@@ -92,3 +92,22 @@ struct ModelCLITests {
         #expect(err.contains("--se-stages"))
     }
 }
+
+@Suite("senet bench")
+struct BenchCLITests {
+    @Test func jsonHasTheFieldsTheComparisonReads() throws {
+        for mode in ["inference", "training"] {
+            let (status, out, err) = try runSenet(["bench", "--model", "seresnet20", "--batch-size", "4", "--input-size", "32",
+                                                   "--num-classes", "10", "--mode", mode, "--iterations", "2", "--warmup", "1", "--json"])
+            try #require(status == 0, "\(err)")
+            let obj = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any])
+            let ips = try #require(obj["images_per_second"] as? Double)
+            let ms = try #require(obj["ms_per_batch_median"] as? Double)
+            #expect(abs(ips - 4000 / ms) < 1e-6 * ips, "\(obj)")
+            #expect((obj["peak_rss_bytes"] as? Int ?? 0) > 10_000_000)
+            #expect(obj["mode"] as? String == mode)
+        }
+        let (bad, _, err) = try runSenet(["bench", "--model", "seresnet20", "--mode", "sideways"])
+        #expect(bad != 0 && err.contains("--mode"))
+    }
+}

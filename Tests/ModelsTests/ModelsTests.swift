@@ -151,6 +151,38 @@ struct ModelsTests {
         }
     }
 
+    /// The fused inference path (BatchNorm folded into the preceding convolution) gives every
+    /// registered model's evaluation-mode logits within 1e-4 of the largest, with BatchNorm
+    /// statistics and affine parameters randomised so that folding matters.
+    @Test(arguments: ModelRegistry.names)
+    func fusedInferenceEqualsUnfused(_ name: String) throws {
+        let entry = try ModelRegistry.entry(name)
+        let model = entry(ModelOptions(numClasses: 7))
+        var seed: UInt64 = 10
+        for (key, p) in model.namedParameters() {
+            seed += 1
+            if key.hasSuffix("running_var") { p.value = Tensor.randomUniform(p.shape, low: 0.5, high: 2, seed: seed) }
+            else if key.hasSuffix("running_mean") || (p.shape.count == 1 && key.hasSuffix("bias")) {
+                p.value = Tensor.randomUniform(p.shape, low: -0.5, high: 0.5, seed: seed)
+            } else if p.shape.count == 1 && key.hasSuffix("weight") {
+                p.value = Tensor.randomUniform(p.shape, low: 0.5, high: 1.5, seed: seed)
+            }
+        }
+        model.eval()
+        let side = entry.minimumInputSize
+        let x = Tensor.randomNormal([2, 3, side, side], seed: 1)
+        let reference = withoutGradients { model(x) }
+        let engine = InferenceEngine(model)
+        _ = engine(x)  // traces and folds
+        let fused = engine(x)
+        let scale = reference.scalars.map(abs).max() ?? 1
+        let worst = zip(fused.scalars, reference.scalars).map { abs($0 - $1) }.max() ?? 0
+        #expect(worst <= 1e-4 * scale, "\(name): fused logits differ by \(worst) (largest \(scale)); \(engine.foldedCount) BatchNorms folded")
+        #expect(engine.foldedCount > 0 || !model.namedParameters().contains { $0.0.hasSuffix("running_mean") }, "\(name): nothing folded")
+        // Outside the engine the model is untouched.
+        #expect(withoutGradients { model(x) }.scalars == reference.scalars)
+    }
+
     /// BN-Inception: parameters, MACs and every key/shape equal Cadene's `bninception` port
     /// (Tests/Fixtures/bninception.json, Scripts/bninception_oracle.py); Table 2: 2.03 → 2.04 GMACs.
     @Test func bnInceptionMatchesCadeneAndTable2() throws {
