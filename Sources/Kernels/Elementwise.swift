@@ -206,3 +206,23 @@ public func hardSwishBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePoi
         }
     }
 }
+
+/// The end of an SE residual block in one pass (the Caffe release's "Axpy" plus the ReLU):
+/// out[p, i] = max(x[p, i] · s[p] + r[p, i], 0).
+public func scaleAddReLUPlanes(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, s: UnsafePointer<Float>,
+                               residual r: UnsafePointer<Float>, planes: Int, size: Int) {
+    let zero = SIMD8<Float>(repeating: 0)
+    parallelRanges(planes, costPerItem: size * 3) { range in
+        for p in range {
+            let sv = SIMD8<Float>(repeating: s[p]), sc = s[p]
+            let xo = x + p * size, ro = r + p * size, oo = out + p * size
+            var i = 0
+            while i + 8 <= size {
+                let v = pointwiseMax(load8(xo, i) * sv + load8(ro, i), zero)
+                UnsafeMutableRawPointer(oo + i).storeBytes(of: v, as: SIMD8<Float>.self)
+                i += 8
+            }
+            while i < size { oo[i] = max(xo[i] * sc + ro[i], 0); i += 1 }
+        }
+    }
+}

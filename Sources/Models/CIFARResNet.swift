@@ -38,6 +38,9 @@ public final class CIFARBasicBlock: Module {
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
         var h = bn2(conv2(relu(bn1(conv1(x)))))
+        if let se, InferenceEngine.isFusing {
+            return se.scaledAddReLU(h, residual: zeroPadShortcut(x, outChannels: outChannels, stride: stride))
+        }
         if let se { h = se(h) }
         return relu(h + zeroPadShortcut(x, outChannels: outChannels, stride: stride))
     }

@@ -202,6 +202,9 @@ public final class ResidualBlock: Module {
             if placement == .after3x3, let se { h = se(h) }
             h = bn3(conv3(h))
         }
+        if placement == .standard, let se, InferenceEngine.isFusing {
+            return se.scaledAddReLU(h, residual: downsample?(x) ?? x)
+        }
         if placement == .standard, let se { h = se(h) }
         var shortcut = downsample?(x) ?? x
         if placement == .identity, let se { shortcut = se(shortcut) }

@@ -64,6 +64,9 @@ public final class InferenceEngine: @unchecked Sendable {
         }
     }
 
+    /// Whether an engine is running the current forward pass (layers may take fused paths).
+    public static var isFusing: Bool { active != nil }
+
     /// The folded (weight, bias) of `conv` while an engine runs it.
     static func foldedParameters(_ conv: Conv2d) -> (weight: Tensor, bias: Tensor)? {
         guard let e = active, !conv.isTraining else { return nil }

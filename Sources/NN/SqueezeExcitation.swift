@@ -103,6 +103,13 @@ public final class SqueezeExcitation: Module {
         }
     }
 
+    /// relu(self(x) + residual), the end of an SE residual block: one fused pass over memory
+    /// under an `InferenceEngine`, the composed (differentiable) ops otherwise.
+    public func scaledAddReLU(_ x: Tensor, residual: Tensor) -> Tensor {
+        guard InferenceEngine.isFusing, ActivationCapture.current == nil else { return relu(self(x) + residual) }
+        return seScaleAddReLU(x, scale: excitation(x), residual: residual)
+    }
+
     public override func callAsFunction(_ x: Tensor) -> Tensor {
         let s = excitation(x)
         ActivationCapture.noteExcitation(self, input: x, excitation: s)

@@ -298,6 +298,8 @@ private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         accumulate(&acc, b, n: n); expectClose(acc, Reference.add(a: a, b: b), "\(label) accumulate")
         scalePlanes(out: &out, x: a, s: s, planes: planes, size: size)
         expectClose(out, Reference.scalePlanes(x: a, s: s, size: size), "\(label) scalePlanes")
+        scaleAddReLUPlanes(out: &out, x: a, s: s, residual: b, planes: planes, size: size)
+        expectClose(out, Reference.scaleAddReLUPlanes(x: a, s: s, residual: b, size: size), "\(label) scaleAddReLUPlanes")
         // Plane reductions sum `size` floats in float32 lanes: the looser tolerance.
         var red = nans(planes)
         sumPlanes(out: &red, x: a, planes: planes, size: size)

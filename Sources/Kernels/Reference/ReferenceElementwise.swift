@@ -62,6 +62,10 @@ extension Reference {
 
     /// out[p,i] = x[p,i]·s[p] over planes of `size` (the SE channel scale).
     public static func scalePlanes(x: [Float], s: [Float], size: Int) -> [Float] { x.indices.map { x[$0] * s[$0 / size] } }
+    /// out[p,i] = max(x[p,i]·s[p] + r[p,i], 0).
+    public static func scaleAddReLUPlanes(x: [Float], s: [Float], residual r: [Float], size: Int) -> [Float] {
+        x.indices.map { max(x[$0] * s[$0 / size] + r[$0], 0) }
+    }
     /// out[p] = Σ_i x[p,i] (the SE squeeze; with size = count, the twin of `sum`).
     public static func sumPlanes(x: [Float], size: Int) -> [Float] { dotPlanes(a: x, b: x.map { _ in 1 }, size: size) }
     /// out[p] = Σ_i a[p,i]·b[p,i].
