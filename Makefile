@@ -7,15 +7,15 @@ SHELL := /bin/bash
 CPU ?= haswell
 SWIFT_FLAGS := -c release -Xswiftc -target-cpu -Xswiftc $(CPU) -Xcc -march=$(CPU)
 TEST_FLAGS := $(SWIFT_FLAGS) -Xswiftc -enable-testing
-APT_PACKAGES := libdnnl-dev libturbojpeg0-dev libpng-dev zlib1g-dev dataset-fashion-mnist librsvg2-bin
+APT_PACKAGES := libdnnl-dev libturbojpeg0-dev libpng-dev zlib1g-dev dataset-fashion-mnist librsvg2-bin libopenmpi-dev openmpi-bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON ?= python3
 BENCH_VENV := .venv-bench
 FIXTURE_VENV := .venv-fixtures
 
-.PHONY: deps assets build test demo excitations bench bench-ours bench-torch fixtures clean
+.PHONY: deps assets build test demo excitations bench bench-models bench-ours bench-torch fixtures clean
 
-## deps: install the system libraries (oneDNN, libjpeg-turbo, libpng) when missing.
+## deps: install the system libraries (oneDNN, libjpeg-turbo, libpng, Open MPI) when missing.
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -76,6 +76,14 @@ bench: deps $(BENCH_VENV)/ok
 	done
 	$(PYTHON) Scripts/perf_table.py bench-out/ours.jsonl bench-out/torch.jsonl --out docs/performance.md \
 		--machine "$$(lscpu | sed -n 's/^Model name: *//p'), $$(nproc) cores, 2 threads"
+	$(MAKE) bench-models
+
+## bench-models: whole networks (SE-ResNet-50 inference at batch 1 and 16, training at 16; CIFAR
+## SE-ResNet-20 training at 128) beside PyTorch eager, channels_last, torch.compile and ONNX Runtime.
+bench-models: deps $(BENCH_VENV)/ok
+	swift build $(SWIFT_FLAGS) --scratch-path .build-bench --product senet
+	$(BENCH_VENV)/bin/python Scripts/bench_models.py --senet .build-bench/release/senet --rounds $(ROUNDS) \
+		--machine "$$(lscpu | sed -n 's/^Model name: *//p'), $$(nproc) cores"
 
 $(BENCH_VENV)/ok: Scripts/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)

@@ -27,8 +27,11 @@ let package = Package(
         .target(name: "Checkpoints", dependencies: ["TensorCore", "NN", "Models"]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "Datasets", dependencies: ["TensorCore", "ImageIO", "CZlib"]),
-        .target(name: "Training", dependencies: ["TensorCore", "NN", "Models", "Checkpoints", "Datasets"]),
-        .target(name: "SENet", dependencies: ["Kernels", "TensorCore", "NN", "Models", "Checkpoints", "ImageIO", "Datasets", "Training"]),
+        // Open MPI, loaded with dlopen only by processes mpirun starts: builds and runs without it installed.
+        .target(name: "CMPIShim", path: "Sources/CMPIShim", linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "Distributed", dependencies: ["CMPIShim"]),
+        .target(name: "Training", dependencies: ["TensorCore", "NN", "Models", "Checkpoints", "Datasets", "Distributed"]),
+        .target(name: "SENet", dependencies: ["Kernels", "TensorCore", "NN", "Models", "Checkpoints", "ImageIO", "Datasets", "Distributed", "Training"]),
         .executableTarget(name: "senet", dependencies: [
             "SENet", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -43,6 +46,7 @@ let package = Package(
         .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "TensorCore", "_TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "ImageIO", "TensorCore", "_TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Models", "NN", "TensorCore", "Checkpoints", "_TestSupport"]),
+        .testTarget(name: "DistributedTests", dependencies: ["senet", "Distributed", "Training", "Datasets", "Models", "NN", "TensorCore", "Kernels", "Checkpoints", "_TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["senet", "Checkpoints", "Datasets", "ImageIO", "Models", "NN", "TensorCore", "_TestSupport"]),
     ],
     swiftLanguageModes: [.v5]

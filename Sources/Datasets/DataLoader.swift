@@ -37,6 +37,9 @@ public final class DataLoader: @unchecked Sendable {
     /// Whether a sample that fails to decode is replaced (see `batch(epoch:index:)`) instead of
     /// failing the batch.
     public let skipCorrupt: Bool
+    /// The part of every batch this process loads (data-parallel training; `.whole` otherwise).
+    /// `batchSize` and `batchesPerEpoch` stay those of the global batch.
+    public let shard: BatchShard
 
     private let lock = NSLock()
     private var _skipped = 0
@@ -45,17 +48,23 @@ public final class DataLoader: @unchecked Sendable {
     /// A loader; `batchSize` ≥ 1, `workers` ≥ 0, `prefetch` ≥ 1, and the transform's mean (and
     /// std) must have one value or one per dataset channel.
     public init(dataset: Dataset, transform: Transform, batchSize: Int, sampler: SamplerKind, seed: UInt64,
-                dropLast: Bool = true, workers: Int = 2, prefetch: Int = 4, skipCorrupt: Bool = false) {
+                dropLast: Bool = true, workers: Int = 2, prefetch: Int = 4, skipCorrupt: Bool = false, shard: BatchShard = .whole) {
         precondition(batchSize >= 1 && workers >= 0 && prefetch >= 1, "DataLoader: batchSize ≥ 1, workers ≥ 0, prefetch ≥ 1")
         precondition(transform.mean.count == 1 || transform.mean.count == dataset.channels,
                      "DataLoader: the transform has \(transform.mean.count) mean values for \(dataset.channels)-channel images (\(dataset.name))")
         (self.dataset, self.transform, self.batchSize, self.sampler, self.seed) = (dataset, transform, batchSize, sampler, seed)
         (self.dropLast, self.workers, self.prefetch, self.skipCorrupt) = (dropLast, workers, prefetch, skipCorrupt)
+        self.shard = shard
     }
 
     /// ⌊count / batchSize⌋ with `dropLast`, else ⌈count / batchSize⌉.
     public var batchesPerEpoch: Int {
         dropLast ? dataset.count / batchSize : (dataset.count + batchSize - 1) / batchSize
+    }
+
+    /// Samples in global batch `index` over all shards (`batchSize`, or fewer in a short last batch).
+    public func globalBatchCount(index: Int) -> Int {
+        max(0, min(batchSize, dataset.count - index * batchSize))
     }
 
     /// Corrupt samples skipped so far (each time one is passed over), over all streams.
@@ -83,13 +92,19 @@ public final class DataLoader: @unchecked Sendable {
 
     struct Cancelled: Error {}
 
-    /// Positions index·N ..< min((index+1)·N, count). Sample p is transformed with a generator
-    /// seeded from (seed, epoch, p). With `skipCorrupt`, a sample that fails to load is replaced
-    /// by the next loadable sample of the epoch order (p+1, p+2, …, wrapping), keeping p's
-    /// generator, so the batch keeps its size and stays deterministic.
+    /// Positions index·N ..< min((index+1)·N, count), or this shard's part of them. Sample p is
+    /// transformed with a generator seeded from (seed, epoch, p). With `skipCorrupt`, a sample that
+    /// fails to load is replaced by the next loadable sample of the epoch order (p+1, p+2, …,
+    /// wrapping), keeping p's generator, so the batch keeps its size and stays deterministic.
     func makeBatch(epoch: Int, index: Int, order: [Int], isCancelled: () -> Bool) throws -> Batch {
         let n = order.count
-        let positions = (index * batchSize)..<min((index + 1) * batchSize, n)
+        let global = (index * batchSize)..<min((index + 1) * batchSize, n)
+        let part = shard.range(inBatchOf: global.count)
+        let positions = (global.lowerBound + part.lowerBound)..<(global.lowerBound + part.upperBound)
+        if positions.isEmpty && !global.isEmpty {
+            throw DatasetError("\(dataset.name): batch \(index) of epoch \(epoch) has \(global.count) samples, none for \(shard) "
+                               + "(the global batch must have at least one sample per process)")
+        }
         var images: Tensor?
         var first: (w: Int, h: Int, c: Int, index: Int) = (0, 0, 0, 0)
         var labels: [Int] = [], indices: [Int] = []

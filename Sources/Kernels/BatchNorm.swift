@@ -17,37 +17,114 @@ public func batchNormTrainForward(out: UnsafeMutablePointer<Float>, saveMean: Un
     let m = n * s
     parallelRanges(c, costPerItem: 4 * m) { r in
         for ch in r {
-            var total = 0.0
-            for b in 0..<n { total += sum(inp + (b * c + ch) * s, n: s) }
-            let mean = total / Double(m)
-            let fm = Float(mean)
-            var sq = 0.0
-            for b in 0..<n {
-                let p = inp + (b * c + ch) * s
-                var acc = SIMD8<Float>(repeating: 0)
-                let vm = SIMD8<Float>(repeating: fm)
-                var i = 0
-                while i + 8 <= s { let d = load8(p, i) - vm; acc += d * d; i += 8 }
-                var t = Double(acc.sum())
-                while i < s { let d = Double(p[i]) - mean; t += d * d; i += 1 }
-                sq += t
-            }
-            let variance = sq / Double(m)
-            let invStd = Float(1 / (variance + Double(eps)).squareRoot())
-            saveMean[ch] = fm
-            saveInvStd[ch] = invStd
-            if let rm = runningMean, let rv = runningVar {
-                let unbiased = m > 1 ? variance * Double(m) / Double(m - 1) : variance
-                rm[ch] = (1 - momentum) * rm[ch] + momentum * fm
-                rv[ch] = (1 - momentum) * rv[ch] + momentum * Float(unbiased)
-            }
-            let scale = (weight?[ch] ?? 1) * invStd
-            let shift = (bias?[ch] ?? 0) - fm * scale
-            for b in 0..<n {
-                let o = (b * c + ch) * s
-                affineSerial(out + o, inp + o, scale, shift, s)
-            }
+            let mean = channelSum(inp, ch, n: n, c: c, s: s) / Double(m)
+            let sq = channelSquaredDeviations(inp, ch, mean: mean, n: n, c: c, s: s)
+            normalizeChannel(ch, mean: mean, variance: sq / Double(m), count: m, out: out, saveMean: saveMean, saveInvStd: saveInvStd,
+                             runningMean: runningMean, runningVar: runningVar, inp: inp, weight: weight, bias: bias,
+                             n: n, c: c, s: s, eps: eps, momentum: momentum)
         }
+    }
+}
+
+/// Σ x over the N·S values of channel `ch` (8 lanes in Float per plane, planes combined in Double).
+@inline(__always)
+func channelSum(_ inp: UnsafePointer<Float>, _ ch: Int, n: Int, c: Int, s: Int) -> Double {
+    var total = 0.0
+    for b in 0..<n { total += sum(inp + (b * c + ch) * s, n: s) }
+    return total
+}
+
+/// Σ (x − mean)² over the N·S values of channel `ch`.
+@inline(__always)
+func channelSquaredDeviations(_ inp: UnsafePointer<Float>, _ ch: Int, mean: Double, n: Int, c: Int, s: Int) -> Double {
+    let fm = Float(mean)
+    var sq = 0.0
+    for b in 0..<n {
+        let p = inp + (b * c + ch) * s
+        var acc = SIMD8<Float>(repeating: 0)
+        let vm = SIMD8<Float>(repeating: fm)
+        var i = 0
+        while i + 8 <= s { let d = load8(p, i) - vm; acc += d * d; i += 8 }
+        var t = Double(acc.sum())
+        while i < s { let d = Double(p[i]) - mean; t += d * d; i += 1 }
+        sq += t
+    }
+    return sq
+}
+
+/// (Σ dout, Σ dout·(x − mean)) over the N·S values of channel `ch`.
+@inline(__always)
+func channelBackwardSums(_ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>, _ ch: Int, mean mu: Float,
+                         n: Int, c: Int, s: Int) -> (Double, Double) {
+    var sdy = 0.0, sdyx = 0.0
+    for b in 0..<n {
+        let o = (b * c + ch) * s
+        let dp = dout + o, xp = inp + o
+        var a1 = SIMD8<Float>(repeating: 0), a2 = SIMD8<Float>(repeating: 0)
+        let vm = SIMD8<Float>(repeating: mu)
+        var i = 0
+        while i + 8 <= s {
+            let d = load8(dp, i)
+            a1 += d
+            a2 += d * (load8(xp, i) - vm)
+            i += 8
+        }
+        var t1 = Double(a1.sum()), t2 = Double(a2.sum())
+        while i < s { t1 += Double(dp[i]); t2 += Double(dp[i] * (xp[i] - mu)); i += 1 }
+        sdy += t1
+        sdyx += t2
+    }
+    return (sdy, sdyx)
+}
+
+/// Training-mode input gradient of channel `ch`:
+/// dx = g·(dy − Σdy/M − (x − μ)·istd²·Σdy·(x − μ)/M), g = weight·istd, sums over M = `count` values.
+@inline(__always)
+func channelInputGradient(_ dinp: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>,
+                          _ ch: Int, mean mu: Float, invStd istd: Float, weight: Float, sumDout: Double,
+                          sumDoutCentered: Double, count m: Int, n: Int, c: Int, s: Int) {
+    let g = weight * istd
+    let k1 = Float(sumDout / Double(m))
+    let k2 = Float(sumDoutCentered / Double(m)) * istd * istd
+    for b in 0..<n {
+        let o = (b * c + ch) * s
+        let dp = dout + o, xp = inp + o, op = dinp + o
+        let vg = SIMD8<Float>(repeating: g), v1 = SIMD8<Float>(repeating: k1)
+        let v2 = SIMD8<Float>(repeating: k2), vm = SIMD8<Float>(repeating: mu)
+        var i = 0
+        while i + 8 <= s {
+            let v = vg * (load8(dp, i) - v1 - (load8(xp, i) - vm) * v2)
+            UnsafeMutableRawPointer(op + i).storeBytes(of: v, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < s { op[i] = g * (dp[i] - k1 - (xp[i] - mu) * k2); i += 1 }
+    }
+}
+
+/// Normalises channel `ch` with its batch mean and biased variance over `m` values: saves the
+/// mean and 1/sqrt(var + eps) for backward, updates the running statistics (variance unbiased,
+/// ×m/(m − 1)), and writes out = (inp − mean)·invStd·weight + bias. Shared by the fused training
+/// kernel and the synchronised one (SyncBatchNorm.swift), so the two agree bit for bit.
+@inline(__always)
+func normalizeChannel(_ ch: Int, mean: Double, variance: Double, count m: Int, out: UnsafeMutablePointer<Float>,
+                      saveMean: UnsafeMutablePointer<Float>, saveInvStd: UnsafeMutablePointer<Float>,
+                      runningMean: UnsafeMutablePointer<Float>?, runningVar: UnsafeMutablePointer<Float>?,
+                      inp: UnsafePointer<Float>, weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
+                      n: Int, c: Int, s: Int, eps: Float, momentum: Float) {
+    let fm = Float(mean)
+    let invStd = Float(1 / (variance + Double(eps)).squareRoot())
+    saveMean[ch] = fm
+    saveInvStd[ch] = invStd
+    if let rm = runningMean, let rv = runningVar {
+        let unbiased = m > 1 ? variance * Double(m) / Double(m - 1) : variance
+        rm[ch] = (1 - momentum) * rm[ch] + momentum * fm
+        rv[ch] = (1 - momentum) * rv[ch] + momentum * Float(unbiased)
+    }
+    let scale = (weight?[ch] ?? 1) * invStd
+    let shift = (bias?[ch] ?? 0) - fm * scale
+    for b in 0..<n {
+        let o = (b * c + ch) * s
+        affineSerial(out + o, inp + o, scale, shift, s)
     }
 }
 
@@ -77,46 +154,15 @@ public func batchNormBackward(dinp: UnsafeMutablePointer<Float>?, dweight: Unsaf
     parallelRanges(c, costPerItem: 6 * m) { r in
         for ch in r {
             let mu = mean[ch], istd = invStd[ch]
-            var sdy = 0.0, sdyx = 0.0  // Σ dout, Σ dout·(x − mean)
-            for b in 0..<n {
-                let o = (b * c + ch) * s
-                let dp = dout + o, xp = inp + o
-                var a1 = SIMD8<Float>(repeating: 0), a2 = SIMD8<Float>(repeating: 0)
-                let vm = SIMD8<Float>(repeating: mu)
-                var i = 0
-                while i + 8 <= s {
-                    let d = load8(dp, i)
-                    a1 += d
-                    a2 += d * (load8(xp, i) - vm)
-                    i += 8
-                }
-                var t1 = Double(a1.sum()), t2 = Double(a2.sum())
-                while i < s { t1 += Double(dp[i]); t2 += Double(dp[i] * (xp[i] - mu)); i += 1 }
-                sdy += t1
-                sdyx += t2
-            }
+            let (sdy, sdyx) = channelBackwardSums(dout, inp, ch, mean: mu, n: n, c: c, s: s)  // Σ dout, Σ dout·(x − mean)
             let dxhatSum = sdyx * Double(istd)  // Σ dout·x̂
             dweight?[ch] = Float(dxhatSum)
             dbias?[ch] = Float(sdy)
             guard let dinp else { continue }
             let g = (weight?[ch] ?? 1) * istd
             if training {
-                // dx = g·(dy − mean(dy) − (x − μ)·istd²·mean(dy·(x − μ)))
-                let k1 = Float(sdy / Double(m))
-                let k2 = Float(sdyx / Double(m)) * istd * istd
-                for b in 0..<n {
-                    let o = (b * c + ch) * s
-                    let dp = dout + o, xp = inp + o, op = dinp + o
-                    let vg = SIMD8<Float>(repeating: g), v1 = SIMD8<Float>(repeating: k1)
-                    let v2 = SIMD8<Float>(repeating: k2), vm = SIMD8<Float>(repeating: mu)
-                    var i = 0
-                    while i + 8 <= s {
-                        let v = vg * (load8(dp, i) - v1 - (load8(xp, i) - vm) * v2)
-                        UnsafeMutableRawPointer(op + i).storeBytes(of: v, as: SIMD8<Float>.self)
-                        i += 8
-                    }
-                    while i < s { op[i] = g * (dp[i] - k1 - (xp[i] - mu) * k2); i += 1 }
-                }
+                channelInputGradient(dinp, dout, inp, ch, mean: mu, invStd: istd, weight: weight?[ch] ?? 1,
+                                     sumDout: sdy, sumDoutCentered: sdyx, count: m, n: n, c: c, s: s)
             } else {
                 for b in 0..<n {
                     let o = (b * c + ch) * s

@@ -60,6 +60,10 @@ public final class BatchNorm2d: Module {
     public let runningMean: Parameter
     public let runningVar: Parameter
     public let eps: Float, momentum: Float
+    /// Set for synchronised batch norm in data-parallel training: sums the batch statistics over
+    /// the processes that share each batch (see `batchNorm(_:…reducer:)`); nil normalises with
+    /// this process's batch alone.
+    public var statisticsReducer: BatchNormStatisticsReducer?
 
     public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1) {
         weight = Parameter(.ones([channels]))
@@ -76,7 +80,7 @@ public final class BatchNorm2d: Module {
             return x
         }
         let y = batchNorm(x, weight: weight.value, bias: bias.value, runningMean: &runningMean.value, runningVar: &runningVar.value,
-                          training: isTraining, momentum: momentum, eps: eps)
+                          training: isTraining, momentum: momentum, eps: eps, reducer: statisticsReducer)
         InferenceEngine.trace(self, input: x, output: y)
         LayerRecorder.note(self, "BatchNorm2d", y, macsPerImage: 0)
         return y

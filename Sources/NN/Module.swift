@@ -117,9 +117,11 @@ func snakeCase(_ s: String) -> String {
     return out
 }
 
-/// Runs `f` recording gradients of every trainable parameter of `model`; returns the loss
-/// (a one-element tensor) and the gradients keyed by parameter key.
-public func valueAndGradient(of model: Module, _ f: () -> Tensor) -> (value: Tensor, gradients: [String: Tensor]) {
+/// Runs `f` on a fresh tape with every trainable parameter of `model` watched (and detached again
+/// afterwards); returns the tape, the parameters, their watched values and the loss, which must
+/// have one element (`op` names the caller in the error).
+public func recordLoss(of model: Module, op: String, _ f: () -> Tensor)
+    -> (tape: GradientTape, parameters: [(String, Parameter)], watched: [Tensor], loss: Tensor) {
     let tape = GradientTape()
     let params = model.trainableParameters
     var watched: [Tensor] = []
@@ -129,7 +131,14 @@ public func valueAndGradient(of model: Module, _ f: () -> Tensor) -> (value: Ten
     }
     let loss = tape.record { f() }
     for (_, p) in params { p.value = p.value.detached }
-    if loss.count != 1 { shapeFailure("valueAndGradient", "the loss must have one element, got shape \(loss.shape)") }
+    if loss.count != 1 { shapeFailure(op, "the loss must have one element, got shape \(loss.shape)") }
+    return (tape, params, watched, loss)
+}
+
+/// Runs `f` recording gradients of every trainable parameter of `model`; returns the loss
+/// (a one-element tensor) and the gradients keyed by parameter key.
+public func valueAndGradient(of model: Module, _ f: () -> Tensor) -> (value: Tensor, gradients: [String: Tensor]) {
+    let (tape, params, watched, loss) = recordLoss(of: model, op: "valueAndGradient", f)
     let grads = tape.gradients(of: loss, wrt: watched)
     var out: [String: Tensor] = [:]
     for ((key, _), g) in zip(params, grads) { out[key] = g }

@@ -6,6 +6,7 @@
 @_exported import Checkpoints
 @_exported import ImageIO
 @_exported import Datasets
+@_exported import Distributed
 @_exported import Training
 
 /// The library's version.

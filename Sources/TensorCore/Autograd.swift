@@ -41,13 +41,38 @@ public final class GradientTape {
 
     /// Gradients of `output` (which must have been recorded on this tape) with respect to each of
     /// `inputs`, seeded with `seed` (ones of the output's shape when nil). Consumes the tape.
-    public func gradients(of output: Tensor, seed: Tensor? = nil, wrt inputs: [Tensor]) -> [Tensor] {
+    ///
+    /// `whenReady(k, gradient)` is called once for each `inputs[k]`, as soon as its gradient is
+    /// final (every op that consumed it has run its pullback), during the backward walk — what
+    /// data-parallel training needs to start reducing gradients while backward goes on. The
+    /// order is the same on every run of the same computation.
+    public func gradients(of output: Tensor, seed: Tensor? = nil, wrt inputs: [Tensor],
+                          whenReady: ((Int, Tensor) -> Void)? = nil) -> [Tensor] {
         let id = ObjectIdentifier(self)
         var grads = [Tensor?](repeating: nil, count: entries.count)
         if let t = output.trace, t.tape == id {
             grads[t.index] = seed ?? Tensor.ones(output.shape)
         }
+        // For `whenReady`: the inputs whose first (lowest-index) consumer is entry i, by i.
+        var readyAfter: [Int: [Int]] = [:]
+        var unconsumed: [Int] = []
+        if whenReady != nil {
+            var firstUse = [Int](repeating: -1, count: entries.count)
+            for (i, e) in entries.enumerated() { for j in e.inputs where j >= 0 && firstUse[j] < 0 { firstUse[j] = i } }
+            for (k, x) in inputs.enumerated() {
+                if let t = x.trace, t.tape == id, firstUse[t.index] >= 0 {
+                    readyAfter[firstUse[t.index], default: []].append(k)
+                } else {
+                    unconsumed.append(k)
+                }
+            }
+        }
+        func gradient(_ x: Tensor) -> Tensor {
+            if let t = x.trace, t.tape == id, let g = grads[t.index] { return g }
+            return Tensor.zeros(x.shape)
+        }
         for i in stride(from: entries.count - 1, through: 0, by: -1) {
+            defer { if let ready = readyAfter[i] { for k in ready { whenReady!(k, gradient(inputs[k])) } } }
             guard let g = grads[i], let pullback = entries[i].pullback else { continue }
             let ins = entries[i].inputs
             let inputGrads = pullback(g, ins.map { $0 >= 0 })
@@ -57,11 +82,9 @@ public final class GradientTape {
             }
             grads[i] = nil  // free as we go (leaves, which keep theirs, have no pullback)
         }
+        for k in unconsumed { whenReady!(k, gradient(inputs[k])) }
         entries.removeAll()
-        return inputs.map { x in
-            if let t = x.trace, t.tape == id, let g = grads[t.index] { return g }
-            return Tensor.zeros(x.shape)
-        }
+        return inputs.map(gradient)
     }
 
     /// Records `out` as produced from `inputs` by an op with the given pullback, when a tape is

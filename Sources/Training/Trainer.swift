@@ -114,6 +114,11 @@ public final class Trainer {
     public var log: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
     /// Stop after this many optimizer steps in total (tests simulate a crash with it).
     public var stopAfterSteps: Int?
+    /// Data-parallel training over several processes (nil: this process alone); `train` must
+    /// load this rank's shard (`DataLoader(…shard: parallel.shard)`). Rank 0 alone writes
+    /// checkpoints, metrics and progress; every rank resumes from the same `last.safetensors`.
+    public var parallel: DataParallel?
+    var isRoot: Bool { parallel?.isRoot ?? true }
 
     let sgd: SGD
     var epoch = 0, step = 0, globalStep = 0
@@ -154,6 +159,7 @@ public final class Trainer {
             var rng: [String: [String]] = [:]
             for (path, d) in dropoutLayers() { rng[path] = d.generatorState.map(String.init) }
             meta["train.rng"] = String(decoding: try JSONEncoder().encode(rng), as: UTF8.self)
+            if let parallel { meta["train.processes"] = "\(parallel.size)\(parallel.syncBatchNorm ? ", sync-bn" : "")" }
         }
         state.metadata = meta
         try SafeTensors.write(state, to: url)
@@ -197,7 +203,7 @@ public final class Trainer {
             }
         }
         // Metrics of epochs that will be redone are dropped.
-        if let text = try? String(contentsOf: metricsFile, encoding: .utf8) {
+        if isRoot, let text = try? String(contentsOf: metricsFile, encoding: .utf8) {
             let kept = text.split(separator: "\n").filter { line in
                 guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
                       let ep = obj["epoch"] as? Int else { return false }
@@ -213,23 +219,28 @@ public final class Trainer {
     /// Trains from the current state to `options.epochs`. Throws `TrainingInterrupted` on SIGINT
     /// (after checkpointing) and `TrainingError` on a non-finite loss (the last checkpoint is kept).
     public func run() throws {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        if isRoot { try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true) }
         setConvolutionSelection(.deterministic)
         interruptRequested = 0
         let previous = signal(SIGINT) { _ in interruptRequested = 1 }
+        // Open MPI's mpirun forwards SIGUSR1 to every rank (and kills the job on SIGINT): the
+        // way to stop a distributed run with a checkpoint.
+        let previousUSR1 = parallel != nil ? signal(SIGUSR1) { _ in interruptRequested = 1 } : nil
+        defer { if parallel != nil { signal(SIGUSR1, previousUSR1) } }
         // A parent may have started us with SIGINT blocked (the mask survives exec): unblock it.
         var set = sigset_t()
         sigemptyset(&set)
         sigaddset(&set, SIGINT)
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
         defer { signal(SIGINT, previous) }
-        if epoch == 0 && step == 0 && globalStep == 0 {
+        if epoch == 0 && step == 0 && globalStep == 0 && isRoot {
             try? FileManager.default.removeItem(at: metricsFile)  // a fresh run starts a fresh log
         }
         let schedule = options.lrSchedule
         let perEpoch = train.batchesPerEpoch
         guard perEpoch > 0 else { throw TrainingError("\(train.dataset.name): fewer samples than one batch of \(options.batchSize)") }
-        let interactive = isatty(2) != 0
+        parallel?.prepare(model)
+        let interactive = isatty(2) != 0 && isRoot
         let started = Date()
         var imagesThisRun = 0
         while epoch < options.epochs {
@@ -237,17 +248,31 @@ public final class Trainer {
             if options.freezeBNEpochs > 0 && epoch >= options.epochs - options.freezeBNEpochs {
                 freezeBatchNorm(model)
             }
+            parallel?.broadcastBuffers(model)
             let stream = train.batches(epoch: epoch, startingAt: step)
             defer { stream.cancel() }
             while let batch = try stream.next() {
                 let lr = schedule.rate(at: Double(epoch) + Double(step) / Double(perEpoch))
                 sgd.learningRate = lr
                 var logits = Tensor(0)
-                let (loss, grads) = valueAndGradient(of: model) {
+                func objective() -> Tensor {
                     logits = model(batch.images)
                     return crossEntropy(logits: logits, targets: batch.labels, labelSmoothing: options.labelSmoothing)
                 }
-                let value = loss.item
+                let (loss, grads) = parallel.map {
+                    $0.valueAndGradient(of: model, localCount: batch.labels.count, globalCount: train.globalBatchCount(index: step), objective)
+                } ?? valueAndGradient(of: model, objective)
+                var value = loss.item
+                let predicted = logits.detached.argmax()
+                // This step's loss sum, correct count and samples (over all ranks), and whether to stop.
+                var stepLoss = Double(value) * Double(batch.labels.count)
+                var stepCorrect = zip(predicted, batch.labels).filter { $0 == $1 }.count, stepSeen = batch.labels.count
+                var stopNow = interruptRequested != 0
+                if let parallel {
+                    let r = parallel.group.allReduced([stepLoss, Double(stepCorrect), Double(stepSeen), stopNow ? 1 : 0])
+                    (stepLoss, stepCorrect, stepSeen, stopNow) = (r[0], Int(r[1]), Int(r[2]), r[3] > 0)
+                    value = Float(stepLoss / Double(stepSeen))
+                }
                 guard value.isFinite else {
                     let kept = FileManager.default.fileExists(atPath: lastCheckpoint.path)
                         ? "the last good checkpoint is kept at \(lastCheckpoint.path)" : "no checkpoint had been written yet"
@@ -255,14 +280,13 @@ public final class Trainer {
                                         + "(global step \(globalStep + 1)); stopped, \(kept)")
                 }
                 sgd.step(grads)
-                let predicted = logits.detached.argmax()
-                sums.loss += Double(value) * Double(batch.labels.count)
-                sums.correct += zip(predicted, batch.labels).filter { $0 == $1 }.count
-                sums.seen += batch.labels.count
+                sums.loss += stepLoss
+                sums.correct += stepCorrect
+                sums.seen += stepSeen
                 sums.steps += 1
                 step += 1
                 globalStep += 1
-                imagesThisRun += batch.labels.count
+                imagesThisRun += stepSeen
                 let elapsed = Date().timeIntervalSince(started)
                 let rate = Double(imagesThisRun) / max(elapsed, 1e-9)
                 let remaining = Double((options.epochs - epoch) * perEpoch - step) * Double(options.batchSize) / max(rate, 1e-9)
@@ -271,15 +295,15 @@ public final class Trainer {
                                   100 * Double(sums.correct) / Double(sums.seen), lr, rate, formatDuration(remaining))
                 if interactive {
                     FileHandle.standardError.write(Data(("\r" + line + "\u{1B}[K").utf8))
-                } else if step % max(perEpoch / 10, 1) == 0 {
+                } else if isRoot && step % max(perEpoch / 10, 1) == 0 {
                     log(line)
                 }
-                if interruptRequested != 0 {
+                if stopNow || (parallel == nil && interruptRequested != 0) {
                     if interactive { FileHandle.standardError.write(Data("\n".utf8)) }
-                    try checkpoint(to: lastCheckpoint, includeTrainingState: true)
+                    if isRoot { try checkpoint(to: lastCheckpoint, includeTrainingState: true) }
                     throw TrainingInterrupted(checkpoint: lastCheckpoint.path)
                 }
-                if options.checkpointEvery > 0 && step % options.checkpointEvery == 0 && step < perEpoch {
+                if isRoot && options.checkpointEvery > 0 && step % options.checkpointEvery == 0 && step < perEpoch {
                     try checkpoint(to: lastCheckpoint, includeTrainingState: true)
                 }
                 if let stop = stopAfterSteps, globalStep >= stop { return }
@@ -296,31 +320,35 @@ public final class Trainer {
         ]
         var top1 = Double(sums.correct) / Double(max(sums.seen, 1))
         if let validation {
-            let e = try evaluate(model, validation, classes: classes)
+            let e = try parallel?.evaluate(model, validation, classes: classes) ?? evaluate(model, validation, classes: classes)
             (record["val_loss"], record["val_top1"], record["val_top5"]) = (e.loss, e.top1, e.top5)
             top1 = e.top1
             log(String(format: "epoch %d/%d: train loss %.4f top-1 %.2f%% | val loss %.4f top-1 %.2f%% top-5 %.2f%%",
                        epoch + 1, options.epochs, record["train_loss"] as! Double, 100 * (record["train_top1"] as! Double),
                        e.loss, 100 * e.top1, 100 * e.top5))
         }
-        let line = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
-        let handle: FileHandle
-        if !FileManager.default.fileExists(atPath: metricsFile.path) {
-            FileManager.default.createFile(atPath: metricsFile.path, contents: nil)
+        if isRoot {
+            let line = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
+            if !FileManager.default.fileExists(atPath: metricsFile.path) {
+                _ = FileManager.default.createFile(atPath: metricsFile.path, contents: nil)
+            }
+            let handle = try FileHandle(forWritingTo: metricsFile)
+            handle.seekToEndOfFile()
+            handle.write(line + Data("\n".utf8))
+            try handle.synchronize()
+            try handle.close()
         }
-        handle = try FileHandle(forWritingTo: metricsFile)
-        handle.seekToEndOfFile()
-        handle.write(line + Data("\n".utf8))
-        try handle.synchronize()
-        try handle.close()
+        if let parallel, !parallel.synchronizeReplicas(model, sgd) {
+            log("warning: the replicas' weights differed at the end of epoch \(epoch + 1); rank 0's were sent to every rank")
+        }
         epoch += 1
         step = 0
         sums = RunningSums()
         if top1 > best {
             best = top1
-            try checkpoint(to: bestCheckpoint, includeTrainingState: false)
+            if isRoot { try checkpoint(to: bestCheckpoint, includeTrainingState: false) }
         }
-        try checkpoint(to: lastCheckpoint, includeTrainingState: true)
+        if isRoot { try checkpoint(to: lastCheckpoint, includeTrainingState: true) }
     }
 }
 

@@ -69,6 +69,11 @@ struct Train: ParsableCommand {
             `quick` (the default) is a short cosine run for small data such as Fashion-MNIST (lr 0.1, 5% warm-up, \
             flips, shuffling). Every value can be overridden. Ctrl-C writes a checkpoint and exits with status 130; \
             --resume continues from OUT/last.safetensors exactly where it stopped.
+
+            Under Open MPI's mpirun (`mpirun -np K senet train …`) the K processes train one model data-parallel: \
+            each takes its part of every global batch of --batch-size samples, gradients are summed with MPI_Allreduce, \
+            --sync-bn makes batch norm use the whole batch's statistics (then K processes compute what one does, up to float32 rounding), \
+            and rank 0 alone writes OUT. `kill -USR1` to mpirun checkpoints and stops. See docs/distributed.md.
             """)
 
     @Option(help: "Model name (see `senet models`).") var model: String
@@ -98,8 +103,54 @@ struct Train: ParsableCommand {
     @Option(help: "Input channels (default: the dataset's).") var inChannels: Int?
     @Option(help: "Number of classes (default: the dataset's).") var numClasses: Int?
     @Option(help: "Stop after this many optimizer steps in total (for tests and crash drills).") var stopAfterSteps: Int?
+    @Option(help: "Scale the learning rate with the global batch: none, linear (lr × batch / --lr-reference-batch, lr being the rate at that batch) or paper (0.6 × batch / 1024); adds a warm-up (5 epochs, at most a tenth of the run) above the reference batch unless --warmup-epochs is given.")
+    var lrScaling = "none"
+    @Option(help: "Reference batch of --lr-scaling linear.") var lrReferenceBatch = 256
+    @Flag(help: "Under mpirun: batch norm with the statistics of the whole global batch, summed over the processes (as one process with the global batch).")
+    var syncBn = false
+    @Option(help: "Under mpirun: megabytes of gradients per MPI_Allreduce bucket.") var bucketMb: Double = 25
+    @Option(help: "Under mpirun: seconds a collective may wait for the other processes before the job is stopped.") var mpiTimeout: Double = 600
 
     func run() throws {
+        guard let launch = try MPILaunch.detect() else {
+            if syncBn { FileHandle.standardError.write(Data("note: --sync-bn has no effect outside mpirun (one process sees the whole batch)\n".utf8)) }
+            return try train(parallel: nil)
+        }
+        // One process per core by default: each rank gets its share of this host's cores, unless
+        // OMP_NUM_THREADS or SENET_NUM_THREADS says otherwise (oneDNN's OpenMP has read the
+        // environment already, so it is told directly).
+        let env = ProcessInfo.processInfo.environment
+        if env["OMP_NUM_THREADS"] == nil && env["SENET_NUM_THREADS"] == nil {
+            let threads = max(1, ProcessInfo.processInfo.activeProcessorCount / launch.localSize)
+            setenv("SENET_NUM_THREADS", "\(threads)", 1)
+            setOpenMPThreads(threads)
+        }
+        guard mpiTimeout > 0 else { throw ValidationError("--mpi-timeout must be positive") }
+        let group = try MPIProcessGroup(timeout: mpiTimeout)
+        let parallel = DataParallel(group: group, syncBatchNorm: syncBn, bucketMegabytes: bucketMb)
+        do {
+            try train(parallel: parallel)
+        } catch let e as ExitCode {
+            group.finalize()  // interrupted: every rank stopped at the same step
+            throw e
+        } catch let e as TrainingError where e.description.hasPrefix("loss is") {
+            // The loss is the global batch's, so every rank stops here together.
+            if group.isRoot { FileHandle.standardError.write(Data("senet: \(e)\n".utf8)) }
+            group.finalize()
+            throw ExitCode.failure
+        } catch let e as ValidationError {
+            // Made from the arguments alone, before any collective: every rank throws it.
+            if group.isRoot { FileHandle.standardError.write(Data("Error: \(e)\n".utf8)) }
+            group.finalize()
+            throw ExitCode(2)
+        } catch {
+            group.abort("\(error)")  // one rank's failure: mpirun stops the others
+        }
+        group.finalize()
+    }
+
+    func train(parallel: DataParallel?) throws {
+        let isRoot = parallel?.isRoot ?? true
         let trainSet = try openDataset(data, train: true)
         let valSet = try openDataset(data, train: false)
         let subset: Dataset = limit.map { SubsetDataset(trainSet, count: $0) } ?? trainSet
@@ -135,13 +186,27 @@ struct Train: ParsableCommand {
         o.freezeBNEpochs = freezeBnEpochs
         o.seed = seed
         o.checkpointEvery = checkpointEvery
+        guard let scaling = LRScaling(rawValue: lrScaling) else {
+            throw ValidationError("unknown --lr-scaling '\(lrScaling)' (none, linear or paper)")
+        }
+        if scaling != .none {
+            guard lrReferenceBatch > 0 else { throw ValidationError("--lr-reference-batch must be positive") }
+            o.learningRate = scaling.rate(base: scaling == .paper ? lr : o.learningRate, batch: o.batchSize, reference: lrReferenceBatch)
+            if warmupEpochs == nil {
+                o.warmupEpochs = max(o.warmupEpochs, scaling.warmupEpochs(batch: o.batchSize, reference: lrReferenceBatch, epochs: o.epochs))
+            }
+        }
+        if let parallel, o.batchSize < parallel.size {
+            throw ValidationError("--batch-size \(o.batchSize) is the global batch; it needs at least one sample for each of the \(parallel.size) processes")
+        }
         guard let samplerKind = SamplerKind(rawValue: sampler ?? defaultSampler), samplerKind != .sequential else {
             throw ValidationError("unknown sampler '\(sampler ?? "")' (shuffle or balanced)")
         }
         let plan = DataPlan.make(spec: data, dataset: trainSet, augment: augment ?? defaultAugment)
         let net = try ModelRegistry.create(model, ModelOptions(numClasses: classes, inChannels: channels, seed: seed))
         let trainLoader = DataLoader(dataset: subset, transform: plan.trainTransform, batchSize: o.batchSize,
-                                     sampler: samplerKind, seed: seed, dropLast: true, workers: workers, skipCorrupt: skipCorrupt)
+                                     sampler: samplerKind, seed: seed, dropLast: true, workers: workers, skipCorrupt: skipCorrupt,
+                                     shard: parallel?.shard ?? .whole)
         let valLoader = DataLoader(dataset: valLimit.map { SubsetDataset(valSet, count: $0) } ?? valSet, transform: plan.evalTransform, batchSize: 256, sampler: .sequential,
                                    seed: 0, dropLast: false, workers: workers, skipCorrupt: skipCorrupt)
         let trainer = Trainer(model: net, name: model, options: o, train: trainLoader, validation: valLoader,
@@ -149,19 +214,30 @@ struct Train: ParsableCommand {
         let side = try trainSet.image(at: 0).height
         trainer.metadata = plan.metadata(dataset: trainSet, sampleSide: side)
         trainer.stopAfterSteps = stopAfterSteps
+        trainer.parallel = parallel
+        if !isRoot { trainer.log = { _ in } }
         if resume { try trainer.resume() }
-        FileHandle.standardError.write(Data(("training \(model) (\(net.parameterCount) parameters) on \(subset.name): "
-            + "\(subset.count) images, \(classes) classes; \(o.epochs) epochs of \(trainLoader.batchesPerEpoch) steps, "
-            + "batch \(o.batchSize), lr \(o.lrSchedule), sampler \(samplerKind.rawValue), augmentation \(augment ?? defaultAugment)\n").utf8))
+        if isRoot {
+            var processes = ""
+            if let parallel {
+                let split = (0..<parallel.size).map { BatchShard(rank: $0, count: parallel.size).range(inBatchOf: o.batchSize).count }
+                let sizes = Set(split).sorted(by: >).map(String.init).joined(separator: "/")
+                processes = " over \(parallel.size) processes (\(sizes) samples each\(syncBn ? ", synchronised batch norm" : ""))"
+            }
+            FileHandle.standardError.write(Data(("training \(model) (\(net.parameterCount) parameters) on \(subset.name): "
+                + "\(subset.count) images, \(classes) classes; \(o.epochs) epochs of \(trainLoader.batchesPerEpoch) steps, "
+                + "batch \(o.batchSize)\(processes), lr \(o.lrSchedule), sampler \(samplerKind.rawValue), augmentation \(augment ?? defaultAugment)\n").utf8))
+        }
         do {
             try trainer.run()
         } catch let e as TrainingInterrupted {
-            FileHandle.standardError.write(Data("\(e)\n".utf8))
+            if isRoot { FileHandle.standardError.write(Data("\(e)\n".utf8)) }
             throw ExitCode(130)
         }
         if skipCorrupt && trainLoader.skippedCount > 0 {
-            FileHandle.standardError.write(Data("skipped \(trainLoader.skippedCount) corrupt images\n".utf8))
+            FileHandle.standardError.write(Data("skipped \(trainLoader.skippedCount) corrupt images\(isRoot ? "" : " (rank \(parallel!.rank))")\n".utf8))
         }
+        guard isRoot else { return }
         print("checkpoint: \(trainer.lastCheckpoint.path)")
         print("best: \(trainer.bestCheckpoint.path)")
         print("metrics: \(trainer.metricsFile.path)")

@@ -2,13 +2,26 @@
 
 import Kernels
 
+/// Sums per-channel statistics in place across the processes that share a batch (synchronised
+/// batch norm): on return every element holds the sum of that element over all processes. Each
+/// process must call it the same number of times, in the same order, with equal lengths.
+public typealias BatchNormStatisticsReducer = (UnsafeMutableBufferPointer<Double>) -> Void
+
 /// Normalises each channel of `x` [N, C, …] and applies `weight`·x̂ + `bias` ([C] each).
 ///
 /// Training: batch mean and biased variance; the running statistics are updated in place with
 /// `momentum` (new = (1 − m)·old + m·batch), the variance term unbiased (×M/(M − 1), M = N·H·W).
 /// Evaluation: the running statistics. Gradients: input, weight, bias (in both modes).
+///
+/// With `reducer` (training mode only), `x` is one process's part of a batch split across
+/// processes, and the statistics are those of the whole batch: the forward pass sums Σx and the
+/// count, then Σ(x − mean)², over the processes; the backward pass sums Σdy and Σdy·(x − mean), so
+/// the input gradient is the whole batch's. The weight and bias gradients stay local sums (the
+/// data-parallel gradient reduction adds them up). With a reducer that leaves its buffer unchanged
+/// the results equal those without one, bit for bit.
 public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: inout Tensor, runningVar: inout Tensor,
-                      training: Bool, momentum: Float = 0.1, eps: Float = 1e-5) -> Tensor {
+                      training: Bool, momentum: Float = 0.1, eps: Float = 1e-5,
+                      reducer: BatchNormStatisticsReducer? = nil) -> Tensor {
     let op = "batchNorm"
     if x.rank < 2 { shapeFailure(op, "input \(x.shape) must be at least 2-D (N×C…)") }
     let (n, c) = (x.shape[0], x.shape[1])
@@ -19,7 +32,35 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
     if training && n * s < 2 { shapeFailure(op, "input \(x.shape) has one value per channel; training needs more than one") }
     var out = Tensor(uninitializedShape: x.shape)
     var mean: Tensor, invStd: Tensor
-    if training {
+    var count = n * s  // values per channel over all processes
+    if training, let reducer {
+        mean = Tensor(uninitializedShape: [c]); invStd = Tensor(uninitializedShape: [c])
+        var stats = [Double](repeating: 0, count: c + 1)  // Σx per channel, then the count
+        var deviations = [Double](repeating: 0, count: c)
+        x.withUnsafePointer { px in
+            stats.withUnsafeMutableBufferPointer { st in
+                batchNormChannelSums(sums: st.baseAddress!, inp: px, n: n, c: c, s: s)
+                st[c] = Double(count)
+                reducer(st)
+                count = Int(st[c])
+                for ch in 0..<c { st[ch] /= Double(count) }  // the global mean
+                deviations.withUnsafeMutableBufferPointer { dv in
+                    batchNormChannelSquaredDeviations(out: dv.baseAddress!, inp: px, mean: st.baseAddress!, n: n, c: c, s: s)
+                    reducer(dv)
+                }
+            }
+        }
+        if count < 2 { shapeFailure(op, "the synchronised batch has one value per channel; training needs more than one") }
+        out.withUnsafeMutablePointer { po in mean.withUnsafeMutablePointer { pm in invStd.withUnsafeMutablePointer { pi in
+            runningMean.withUnsafeMutablePointer { rm in runningVar.withUnsafeMutablePointer { rv in
+                x.withUnsafePointer { px in optionalPointer(weight) { pw in optionalPointer(bias) { pb in
+                    batchNormApplyStatistics(out: po, saveMean: pm, saveInvStd: pi, runningMean: rm, runningVar: rv, inp: px,
+                                             weight: pw, bias: pb, mean: stats, squaredDeviations: deviations, count: count,
+                                             n: n, c: c, s: s, eps: eps, momentum: momentum)
+                } } }
+            } }
+        } } }
+    } else if training {
         mean = Tensor(uninitializedShape: [c]); invStd = Tensor(uninitializedShape: [c])
         out.withUnsafeMutablePointer { po in mean.withUnsafeMutablePointer { pm in invStd.withUnsafeMutablePointer { pi in
             runningMean.withUnsafeMutablePointer { rm in runningVar.withUnsafeMutablePointer { rv in
@@ -43,9 +84,35 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
     if let bias { inputs.append(bias) }
     let xs = x.detached, ws = weight?.detached
     let hasW = weight != nil
+    let syncReducer = training ? reducer : nil, syncCount = count
     GradientTape.record(&out, inputs) { g, need in
         var dx: Tensor? = need[0] ? Tensor(uninitializedShape: xs.shape) : nil
         var dw = Tensor(uninitializedShape: [c]), db = Tensor(uninitializedShape: [c])
+        if let syncReducer {
+            // Local sums give dweight and dbias; their all-process sums give dx.
+            var sums = [Double](repeating: 0, count: 2 * c)  // Σdy, then Σdy·(x − mean)
+            g.withUnsafePointer { pg in xs.withUnsafePointer { px in mean.withUnsafePointer { pm in invStd.withUnsafePointer { pi in
+                sums.withUnsafeMutableBufferPointer { sm in
+                    let sdy = sm.baseAddress!, sdyx = sm.baseAddress! + c
+                    batchNormBackwardSums(sumDout: sdy, sumDoutCentered: sdyx, dout: pg, inp: px, mean: pm, n: n, c: c, s: s)
+                    dw.withUnsafeMutablePointer { pdw in db.withUnsafeMutablePointer { pdb in
+                        for ch in 0..<c { pdw[ch] = Float(sdyx[ch] * Double(pi[ch])); pdb[ch] = Float(sdy[ch]) }
+                    } }
+                    guard dx != nil else { return }
+                    syncReducer(sm)
+                    optionalPointer(ws) { pw in
+                        dx!.withUnsafeMutablePointer { pdx in
+                            batchNormBackwardInput(dinp: pdx, dout: pg, inp: px, mean: pm, invStd: pi, weight: pw, sumDout: sdy,
+                                                   sumDoutCentered: sdyx, count: syncCount, n: n, c: c, s: s)
+                        }
+                    }
+                }
+            } } } }
+            var grads: [Tensor?] = [dx]
+            if hasW { grads.append(dw) }
+            if need.count > grads.count { grads.append(db) }
+            return grads
+        }
         g.withUnsafePointer { pg in xs.withUnsafePointer { px in mean.withUnsafePointer { pm in invStd.withUnsafePointer { pi in
             optionalPointer(ws) { pw in dw.withUnsafeMutablePointer { pdw in db.withUnsafeMutablePointer { pdb in
                 optionalMutablePointer(&dx) { pdx in
