@@ -108,19 +108,16 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
                     }
                 }
             } } } }
-            var grads: [Tensor?] = [dx]
-            if hasW { grads.append(dw) }
-            if need.count > grads.count { grads.append(db) }
-            return grads
+        } else {
+            g.withUnsafePointer { pg in xs.withUnsafePointer { px in mean.withUnsafePointer { pm in invStd.withUnsafePointer { pi in
+                optionalPointer(ws) { pw in dw.withUnsafeMutablePointer { pdw in db.withUnsafeMutablePointer { pdb in
+                    optionalMutablePointer(&dx) { pdx in
+                        batchNormBackward(dinp: pdx, dweight: pdw, dbias: pdb, dout: pg, inp: px, mean: pm, invStd: pi,
+                                          weight: pw, n: n, c: c, s: s, training: training)
+                    }
+                } } }
+            } } } }
         }
-        g.withUnsafePointer { pg in xs.withUnsafePointer { px in mean.withUnsafePointer { pm in invStd.withUnsafePointer { pi in
-            optionalPointer(ws) { pw in dw.withUnsafeMutablePointer { pdw in db.withUnsafeMutablePointer { pdb in
-                optionalMutablePointer(&dx) { pdx in
-                    batchNormBackward(dinp: pdx, dweight: pdw, dbias: pdb, dout: pg, inp: px, mean: pm, invStd: pi,
-                                      weight: pw, n: n, c: c, s: s, training: training)
-                }
-            } } }
-        } } } }
         var grads: [Tensor?] = [dx]
         if hasW { grads.append(dw) }
         if need.count > grads.count { grads.append(db) }
