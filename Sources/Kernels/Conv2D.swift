@@ -44,6 +44,8 @@ struct ConvKey: Hashable {
     let shape: Conv2DShape
     let pass: ConvPass
     let bias: Bool
+    /// Forward only: the output is max(conv + bias, 0) (a ReLU fused by the inference engine).
+    var relu = false
 }
 
 enum ConvLayoutPolicy { case auto, plain, blocked }
@@ -96,7 +98,7 @@ private func convDescs(_ s: Conv2DShape, blocked: Bool) -> ConvDescs {
 /// The caller's (plain) descriptors.
 private func userDescs(_ s: Conv2DShape) -> ConvDescs { convDescs(s, blocked: false) }
 
-private func forwardPD(_ s: Conv2DShape, blocked: Bool, bias: Bool) -> dnnl_primitive_desc_t? {
+private func forwardPD(_ s: Conv2DShape, blocked: Bool, bias: Bool, relu: Bool = false) -> dnnl_primitive_desc_t? {
     var d = convDescs(s, blocked: blocked)
     var desc = dnnl_convolution_desc_t()
     let strides: [Int64] = [Int64(s.sh), Int64(s.sw)]
@@ -108,7 +110,7 @@ private func forwardPD(_ s: Conv2DShape, blocked: Bool, bias: Bool) -> dnnl_prim
                                                    strides, dil, pad, pad)
     }
     guard st == dnnl_success else { return nil }
-    return withUnsafePointer(to: &desc) { firstFastPD(UnsafeRawPointer($0), hint: nil) }
+    return withUnsafePointer(to: &desc) { firstFastPD(UnsafeRawPointer($0), hint: nil, relu: relu) }
 }
 
 private func makePlan(_ key: ConvKey, blocked: Bool) -> DNNLPlan? {
@@ -116,7 +118,7 @@ private func makePlan(_ key: ConvKey, blocked: Bool) -> DNNLPlan? {
     let u = userDescs(s)
     // The forward descriptor doubles as the hint oneDNN needs for backward primitives; it is kept
     // alive for the process's lifetime (one per cached shape).
-    guard let fwd = forwardPD(s, blocked: blocked, bias: key.bias) else { return nil }
+    guard let fwd = forwardPD(s, blocked: blocked, bias: key.bias, relu: key.relu) else { return nil }
     let strides: [Int64] = [Int64(s.sh), Int64(s.sw)]
     let dil: [Int64] = [Int64(s.dh - 1), Int64(s.dw - 1)]
     let pad: [Int64] = [Int64(s.ph), Int64(s.pw)]
@@ -212,17 +214,18 @@ private func convExecute(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer]) 
 
 /// The oneDNN implementation chosen for a shape and pass (for benchmarks and diagnostics), or nil
 /// if the shape has not run yet.
-public func conv2dImplementation(_ shape: Conv2DShape, pass: ConvPass, bias: Bool = false) -> String? {
-    convPlans.cached(ConvKey(shape: shape, pass: pass, bias: bias))?.impl
+public func conv2dImplementation(_ shape: Conv2DShape, pass: ConvPass, bias: Bool = false, relu: Bool = false) -> String? {
+    convPlans.cached(ConvKey(shape: shape, pass: pass, bias: bias, relu: relu))?.impl
 }
 
 /// out[N,O,Ho,Wo] = conv(inp[N,C,H,W], weight[O,C/G,kh,kw]) + bias[O].
+/// With `relu`, out = max(conv + bias, 0) in the same pass (inference fusion; no backward).
 public func conv2dForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
-                          weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, _ s: Conv2DShape) {
+                          weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, relu: Bool = false, _ s: Conv2DShape) {
     var ptrs = [UnsafeMutableRawPointer(mutating: inp), UnsafeMutableRawPointer(mutating: weight)]
     if let b = bias { ptrs.append(UnsafeMutableRawPointer(mutating: b)) }
     ptrs.append(UnsafeMutableRawPointer(out))
-    convExecute(ConvKey(shape: s, pass: .forward, bias: bias != nil), ptrs)
+    convExecute(ConvKey(shape: s, pass: .forward, bias: bias != nil, relu: relu), ptrs)
 }
 
 /// dinp[N,C,H,W] = ∂L/∂inp given dout[N,O,Ho,Wo]. Writes (does not accumulate): the autograd
@@ -301,9 +304,12 @@ final class Gemm1x1Plan: KernelPlan {
             let (x, w, y) = (f(0), f(1), f(key.bias ? 3 : 2))
             for n in 0..<s.n {
                 let yn = y + n * o * hw
-                if key.bias { let b = f(2); for j in 0..<o { (yn + j * hw).update(repeating: b[j], count: hw) } }
                 sgemm(transA: false, transB: false, m: o, n: hw, k: c, a: w, lda: c, b: input(x, n), ldb: hw,
-                      beta: key.bias ? 1 : 0, c: yn, ldc: hw)
+                      beta: 0, c: yn, ldc: hw)
+                // Bias and ReLU while the image's output is still in cache.
+                if key.bias || key.relu {
+                    biasReLUPlanes(yn, bias: key.bias ? UnsafePointer(f(2)) : nil, relu: key.relu, planes: o, size: hw)
+                }
             }
         case .backwardData:
             let (dy, w, dx) = (f(0), f(1), f(2))

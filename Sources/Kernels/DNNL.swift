@@ -34,12 +34,25 @@ final class DNNLRuntime: @unchecked Sendable {
     /// primitive created on one thread runs on another (Swift concurrency moves tasks between
     /// threads): each plan owns its scratchpad instead.
     let attr: dnnl_primitive_attr_t
+    /// The same plus a ReLU post-op: the primitive writes max(result, 0) (inference fusion).
+    let reluAttr: dnnl_primitive_attr_t
 
     private init() {
-        var a: dnnl_primitive_attr_t?
-        dnnlCheck(dnnl_primitive_attr_create(&a), "dnnl_primitive_attr_create")
-        dnnlCheck(dnnl_primitive_attr_set_scratchpad_mode(a, dnnl_scratchpad_mode_user), "set_scratchpad_mode")
-        attr = a!
+        func makeAttr(relu: Bool) -> dnnl_primitive_attr_t {
+            var a: dnnl_primitive_attr_t?
+            dnnlCheck(dnnl_primitive_attr_create(&a), "dnnl_primitive_attr_create")
+            dnnlCheck(dnnl_primitive_attr_set_scratchpad_mode(a, dnnl_scratchpad_mode_user), "set_scratchpad_mode")
+            if relu {
+                var ops: dnnl_post_ops_t?
+                dnnlCheck(dnnl_post_ops_create(&ops), "dnnl_post_ops_create")
+                dnnlCheck(dnnl_post_ops_append_eltwise(ops, 1, dnnl_eltwise_relu, 0, 0), "dnnl_post_ops_append_eltwise")
+                dnnlCheck(dnnl_primitive_attr_set_post_ops(a, ops), "dnnl_primitive_attr_set_post_ops")
+                dnnl_post_ops_destroy(ops)
+            }
+            return a!
+        }
+        attr = makeAttr(relu: false)
+        reluAttr = makeAttr(relu: true)
         var e: dnnl_engine_t?
         dnnlCheck(dnnl_engine_create(&e, dnnl_cpu, 0), "dnnl_engine_create")
         engine = e!
@@ -70,10 +83,10 @@ func implName(_ pd: dnnl_primitive_desc_t) -> String {
 /// Creates the first non-reference primitive descriptor for an op descriptor, or nil when only
 /// reference implementations exist. Debian's 2.6.3 has no AVX2 kernel for some layouts (NHWC f32)
 /// and silently falls back to "ref:any", ~10^5x slower: we never run those.
-func firstFastPD(_ opDesc: UnsafeRawPointer, hint: dnnl_primitive_desc_t?) -> dnnl_primitive_desc_t? {
+func firstFastPD(_ opDesc: UnsafeRawPointer, hint: dnnl_primitive_desc_t?, relu: Bool = false) -> dnnl_primitive_desc_t? {
     let rt = DNNLRuntime.shared
     var it: dnnl_primitive_desc_iterator_t?
-    let status = dnnl_primitive_desc_iterator_create(&it, opDesc, rt.attr, rt.engine, hint)
+    let status = dnnl_primitive_desc_iterator_create(&it, opDesc, relu ? rt.reluAttr : rt.attr, rt.engine, hint)
     guard status == dnnl_success, let iter = it else { return nil }
     defer { dnnl_primitive_desc_iterator_destroy(iter) }
     repeat {

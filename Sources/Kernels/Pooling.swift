@@ -27,28 +27,39 @@ public struct Pool2DShape: Hashable, Sendable {
 
 /// out[p, oy, ox] = max over the window; `argmax` records the flat in-plane index of the winner
 /// (first one on ties; a NaN wins, the last NaN when several, as PyTorch).
-public func maxPoolForward(out: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>,
+public func maxPoolForward(out: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>?,
                            inp: UnsafePointer<Float>, _ s: Pool2DShape) {
     let ho = s.ho, wo = s.wo
     parallelRanges(s.planes, costPerItem: ho * wo * s.kh * s.kw) { r in
         for p in r {
             let x = inp + p * s.h * s.w
-            let o = out + p * ho * wo, a = argmax + p * ho * wo
+            let o = out + p * ho * wo
             for oy in 0..<ho {
                 let y0 = oy * s.sh - s.ph
                 let ya = max(y0, 0), yb = min(y0 + s.kh, s.h)
                 for ox in 0..<wo {
                     let x0 = ox * s.sw - s.pw
                     let xa = max(x0, 0), xb = min(x0 + s.kw, s.w)
-                    var best = -Float.infinity, bi = ya * s.w + xa
-                    for yy in ya..<yb {
-                        for xx in xa..<xb {
-                            let v = x[yy * s.w + xx]
-                            if v > best || v.isNaN { best = v; bi = yy * s.w + xx }
+                    var best = -Float.infinity
+                    if let argmax {
+                        var bi = ya * s.w + xa
+                        for yy in ya..<yb {
+                            for xx in xa..<xb {
+                                let v = x[yy * s.w + xx]
+                                if v > best || v.isNaN { best = v; bi = yy * s.w + xx }
+                            }
+                        }
+                        argmax[p * ho * wo + oy * wo + ox] = Int32(bi)
+                    } else {
+                        // Inference: the value alone (a NaN wins, as above).
+                        for yy in ya..<yb {
+                            for xx in xa..<xb {
+                                let v = x[yy * s.w + xx]
+                                if v > best || v.isNaN { best = v }
+                            }
                         }
                     }
                     o[oy * wo + ox] = best
-                    a[oy * wo + ox] = Int32(bi)
                 }
             }
         }

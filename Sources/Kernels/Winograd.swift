@@ -156,9 +156,10 @@ final class WinogradPlan: KernelPlan {
         }
     }
 
-    /// Y[2ty…2ty+1][2tx…2tx+1] = Aᵀ M A (+ bias) for the tile rows `units`.
+    /// Y[2ty…2ty+1][2tx…2tx+1] = Aᵀ M A (+ bias, then max(·, 0) for a fused ReLU) for the tile rows `units`.
     private func transformOutput(_ y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, units: Range<Int>) {
         let (cout, h, w, tw, th, m) = (cout, h, w, tilesW, tilesH, m)
+        let relu = key.relu
         let tc = units.count * tw
         let plane = cout * tc
         parallelRanges(cout, costPerItem: units.count * tw * 48) { range in
@@ -187,11 +188,12 @@ final class WinogradPlan: KernelPlan {
                             }
                         }
                         let x0 = 2 * t
-                        row0[x0] = a0 + a1 + a2 + b
-                        if x0 + 1 < w { row0[x0 + 1] = a1 - a2 - a3 + b }
+                        @inline(__always) func act(_ v: Float) -> Float { relu && v < 0 ? 0 : v }
+                        row0[x0] = act(a0 + a1 + a2 + b)
+                        if x0 + 1 < w { row0[x0 + 1] = act(a1 - a2 - a3 + b) }
                         if hasRow1 {
-                            row1[x0] = b0 + b1 + b2 + b
-                            if x0 + 1 < w { row1[x0 + 1] = b1 - b2 - b3 + b }
+                            row1[x0] = act(b0 + b1 + b2 + b)
+                            if x0 + 1 < w { row1[x0 + 1] = act(b1 - b2 - b3 + b) }
                         }
                     }
                 }

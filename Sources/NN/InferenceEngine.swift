@@ -1,14 +1,24 @@
 // The fused inference path: a model run through an `InferenceEngine` computes what it computes in
-// evaluation mode, with every BatchNorm that directly follows a convolution folded into that
-// convolution's weights and bias (W' = W·γ/√(σ²+ε), b' = (b − μ)·γ/√(σ²+ε) + β), so the
-// normalisation pass over the activations disappears and oneDNN adds the bias in its epilogue.
+// evaluation mode, with
+// - every BatchNorm that directly follows a convolution folded into that convolution's weights
+//   and bias (W' = W·γ/√(σ²+ε), b' = (b − μ)·γ/√(σ²+ε) + β), so the normalisation pass over the
+//   activations disappears and oneDNN adds the bias in its epilogue;
+// - every ReLU that directly follows such a convolution (or a convolution without BatchNorm)
+//   computed in the convolution's epilogue (a oneDNN post-op, or the GEMM/Winograd output pass),
+//   the ReLU call itself then returning its already rectified input;
+// - SE scale + residual add + ReLU in one pass where the blocks ask for it (`isFusing`).
 //
-// Which BatchNorms can be folded is found by tracing, not assumed: the first call runs the model
-// unfused while recording every convolution and BatchNorm call with the buffers it read and wrote;
-// a BatchNorm is folded when the call just before it was a convolution whose output buffer is the
-// BatchNorm's input. (Every model of the registry is checked fused against unfused in the tests.)
-// The engine snapshots the weights when it folds: build a new engine after changing them. Models
-// called outside the engine, or in training mode, are unaffected.
+// What can be fused is found by tracing, not assumed: the first call runs the model unfused on the
+// batch's first image while recording every convolution, BatchNorm and ReLU call with the buffers
+// it read and wrote; a BatchNorm is folded when the call just before it was a convolution whose
+// output buffer is the BatchNorm's input, and a ReLU is fused when its input is such a
+// convolution's (or folded BatchNorm's) output. The same first call then runs the fused model on
+// that image and compares: if the outputs disagree by more than rounding (a fused ReLU whose
+// input had another reader, say), ReLU fusion is dropped, and if they still disagree, all fusion —
+// the engine never returns a silently different result. (Every model of the registry is also checked fused
+// against unfused in the tests.) The engine snapshots the weights when it folds: build a new
+// engine after changing them. Models called outside the engine, or in training mode, are
+// unaffected.
 
 import TensorCore
 
@@ -21,7 +31,12 @@ public final class InferenceEngine: @unchecked Sendable {
     private var folded: [ObjectIdentifier: (weight: Tensor, bias: Tensor)] = [:]
     /// BatchNorms that became the identity.
     private var absorbed: Set<ObjectIdentifier> = []
+    /// Convolutions whose following ReLU runs in their epilogue.
+    var rectifying: Set<ObjectIdentifier> = []
     private var traced = false
+    /// The largest difference between fused and unfused outputs, relative to the output's largest
+    /// magnitude, that the first call's check accepts (BN folding changes the rounding only).
+    static let agreement: Float = 1e-3
 
     /// An engine for `model`, which is put in evaluation mode.
     public init(_ model: Module) {
@@ -31,18 +46,54 @@ public final class InferenceEngine: @unchecked Sendable {
 
     /// Number of BatchNorm layers folded into convolutions (after the first call).
     public var foldedCount: Int { absorbed.count }
+    /// Number of ReLUs computed in a convolution's epilogue (after the first call).
+    public var fusedReLUCount: Int { rectifying.count }
 
     /// The model's output for `x`, without gradients.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         if model.isTraining { model.eval() }
         if !traced {
+            // Trace and check on the first image alone: the tracer keeps every activation of
+            // the pass alive, which for a whole batch would raise the peak memory many times.
+            let probe = firstImage(x)
             let tracer = FusionTracer()
-            let y = withoutGradients { InferenceEngine.$tracer.withValue(tracer) { model(x) } }
+            let y = withoutGradients {
+                InferenceEngine.$tracer.withValue(tracer) {
+                    ReLUTrace.$current.withValue(ReLUTrace { tracer.events.append(.init(module: nil, input: $0, output: $1)) }) { model(probe) }
+                }
+            }
             fold(tracer.events)
             traced = true
-            return y
+            // The check: fused against unfused on this input; drop what disagrees.
+            if !agrees(run(probe), y) {
+                rectifying = []
+                if !agrees(run(probe), y) { folded = [:]; absorbed = [] }
+            }
         }
-        return withoutGradients { InferenceEngine.$active.withValue(self) { model(x) } }
+        return run(x)
+    }
+
+    /// Image 0 of a batch (the batch itself when it holds one image).
+    private func firstImage(_ x: Tensor) -> Tensor {
+        guard x.rank >= 2, x.shape[0] > 1 else { return x }
+        let per = x.count / x.shape[0]
+        return x.withUnsafePointer { Tensor(shape: [1] + x.shape.dropFirst(), scalars: Array(UnsafeBufferPointer(start: $0, count: per))) }
+    }
+
+    func run(_ x: Tensor) -> Tensor {
+        withoutGradients { InferenceEngine.$active.withValue(self) { model(x) } }
+    }
+
+    private func agrees(_ a: Tensor, _ b: Tensor) -> Bool {
+        guard a.shape == b.shape else { return false }
+        let (u, v) = (a.scalars, b.scalars)
+        var scale: Float = 0, worst: Float = 0
+        for (p, q) in zip(u, v) {
+            scale = max(scale, abs(q))
+            if p.isNaN != q.isNaN { return false }
+            if !p.isNaN { worst = max(worst, abs(p - q)) }
+        }
+        return worst <= InferenceEngine.agreement * max(scale, 1e-30)
     }
 
     private func fold(_ events: [FusionTracer.Event]) {
@@ -62,6 +113,17 @@ public final class InferenceEngine: @unchecked Sendable {
             folded[ObjectIdentifier(conv)] = (Tensor(shape: conv.weight.shape, scalars: wf), Tensor(shape: [o], scalars: bf))
             absorbed.insert(ObjectIdentifier(bn))
         }
+        // A ReLU right after a convolution, or after a BatchNorm folded into the one before it.
+        for (i, e) in events.enumerated() where i > 0 && e.module == nil {
+            let before = events[i - 1]
+            if let conv = before.module as? Conv2d, before.output == e.input {
+                rectifying.insert(ObjectIdentifier(conv))
+            } else if let bn = before.module as? BatchNorm2d, absorbed.contains(ObjectIdentifier(bn)), before.output == e.input,
+                      i > 1, let conv = events[i - 2].module as? Conv2d, events[i - 2].output == before.input,
+                      folded[ObjectIdentifier(conv)] != nil {
+                rectifying.insert(ObjectIdentifier(conv))
+            }
+        }
     }
 
     /// Whether an engine is running the current forward pass (layers may take fused paths).
@@ -73,6 +135,12 @@ public final class InferenceEngine: @unchecked Sendable {
         return e.folded[ObjectIdentifier(conv)]
     }
 
+    /// Whether `conv`'s following ReLU runs in its epilogue while an engine runs it.
+    static func fusesReLU(_ conv: Conv2d) -> Bool {
+        guard let e = active, !conv.isTraining else { return false }
+        return e.rectifying.contains(ObjectIdentifier(conv))
+    }
+
     /// Whether `bn` is the identity while an engine runs it (its work was folded upstream).
     static func isAbsorbed(_ bn: BatchNorm2d) -> Bool {
         guard let e = active, !bn.isTraining else { return false }
@@ -80,18 +148,27 @@ public final class InferenceEngine: @unchecked Sendable {
     }
 
     static func trace(_ m: Module, input: Tensor, output: Tensor) {
-        guard let t = tracer else { return }
-        t.events.append(.init(module: m, input: input.withUnsafePointer { UInt(bitPattern: $0) },
-                              output: output.withUnsafePointer { UInt(bitPattern: $0) }))
+        tracer?.events.append(.init(module: m, input: input, output: output))
     }
 }
 
-/// The convolution and BatchNorm calls of one forward pass, with their buffers.
+/// The convolution, BatchNorm and ReLU calls of one forward pass, with their buffers. The events
+/// hold the tensors themselves, so no buffer is freed and reused during the traced pass: equal
+/// addresses mean the same tensor (with addresses alone, a freed SE excitation and a later sum of
+/// the same size could share one, and a ReLU would be fused into the wrong convolution).
 final class FusionTracer: @unchecked Sendable {
+    /// A convolution or BatchNorm call, or a ReLU call (`module` nil).
     struct Event {
-        let module: Module
-        let input: UInt
-        let output: UInt
+        let module: Module?
+        let inputTensor: Tensor
+        let outputTensor: Tensor
+
+        init(module: Module?, input: Tensor, output: Tensor) {
+            (self.module, inputTensor, outputTensor) = (module, input, output)
+        }
+
+        var input: UInt { inputTensor.withUnsafePointer { UInt(bitPattern: $0) } }
+        var output: UInt { outputTensor.withUnsafePointer { UInt(bitPattern: $0) } }
     }
     var events: [Event] = []
 }

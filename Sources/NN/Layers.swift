@@ -41,8 +41,13 @@ public final class Conv2d: Module {
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
         let y: Tensor
+        let fuseReLU = InferenceEngine.fusesReLU(self)
         if let f = InferenceEngine.foldedParameters(self) {
-            y = conv2d(x, weight: f.weight, bias: f.bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
+            y = conv2d(x, weight: f.weight, bias: f.bias, stride: stride, padding: padding, dilation: dilation, groups: groups,
+                       fusedReLU: fuseReLU)
+        } else if fuseReLU {
+            y = conv2d(x, weight: weight.value, bias: bias?.value, stride: stride, padding: padding, dilation: dilation,
+                       groups: groups, fusedReLU: true)
         } else {
             y = conv2d(x, weight: weight.value, bias: bias?.value, stride: stride, padding: padding, dilation: dilation, groups: groups)
         }

@@ -64,6 +64,9 @@ public struct Tensor: @unchecked Sendable {
     @usableFromInline var storage: TensorStorage
     /// Position on the recording tape (`tape.id`, index), or nil when not tracked.
     var trace: (tape: ObjectIdentifier, index: Int)?
+    /// Set by a convolution with a fused ReLU (inference): every element is already max(·, 0), so
+    /// `relu` returns the tensor itself. Any mutation clears it.
+    public internal(set) var isRectified = false
 
     /// Number of elements.
     public var count: Int { storage.count }
@@ -121,6 +124,7 @@ public struct Tensor: @unchecked Sendable {
             storage = copy
         }
         trace = nil
+        isRectified = false
         return try withExtendedLifetime(storage) { try body(storage.pointer) }
     }
 

@@ -15,6 +15,12 @@ import _TestSupport
         // Odd sizes: the Winograd plan's partial last tile row and column.
         .init(n: 3, c: 16, h: 7, w: 9, o: 24, kh: 3, kw: 3, ph: 1, pw: 1),
         .init(n: 2, c: 16, h: 9, w: 9, o: 32, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1, groups: 4),
+        // An SE block's first FC (1×1 on the squeezed 1×1 map) and a CIFAR ResNet convolution.
+        .init(n: 2, c: 64, h: 1, w: 1, o: 4, kh: 1, kw: 1),
+        .init(n: 2, c: 16, h: 1, w: 1, o: 1, kh: 1, kw: 1),
+        .init(n: 2, c: 1, h: 1, w: 1, o: 16, kh: 1, kw: 1),
+        .init(n: 2, c: 32, h: 1, w: 1, o: 2, kh: 1, kw: 1),
+        .init(n: 2, c: 16, h: 12, w: 12, o: 16, kh: 3, kw: 3, ph: 1, pw: 1),
     ]
 
     @Test(arguments: shapes)
@@ -47,6 +53,18 @@ import _TestSupport
                 switch pass {
                 case .forward:
                     expectClose(run(plan, [x, w, b, nans(s.outputCount)])[3], refY, rtol: 1e-4, atol: 1e-5, label)
+                    // The same candidate with the inference engine's fused ReLU, with and without bias.
+                    let reluPlans = convCandidates(ConvKey(shape: s, pass: .forward, bias: true, relu: true), policy: .auto)
+                    func family(_ p: KernelPlan) -> Substring { p.impl.split(separator: "+").first ?? "" }
+                    #expect(reluPlans.map(family) == plans.map(family), "\(s): relu candidates \(reluPlans.map(\.impl))")
+                    for rp in reluPlans where family(rp) == family(plan) {
+                        expectClose(run(rp, [x, w, b, nans(s.outputCount)])[3], refY.map { max($0, 0) }, rtol: 1e-4, atol: 1e-5, label + " +relu")
+                    }
+                    let noBias = convCandidates(ConvKey(shape: s, pass: .forward, bias: false, relu: true), policy: .auto)
+                    let refNoBias = Reference.conv2dForward(inp: x, weight: w, bias: nil, s).map { max($0, 0) }
+                    for rp in noBias where family(rp) == family(plan) {
+                        expectClose(run(rp, [x, w, nans(s.outputCount)])[2], refNoBias, rtol: 1e-4, atol: 1e-5, label + " no bias +relu")
+                    }
                 case .backwardData:
                     expectClose(run(plan, [dy, w, nans(s.inputCount)])[2], refDx, rtol: 1e-4, atol: 1e-5, label)
                 case .backwardWeights:

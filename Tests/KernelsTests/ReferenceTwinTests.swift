@@ -180,6 +180,9 @@ private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         let ref = Reference.maxPoolForward(inp: x, s)
         #expect(y == ref.out, "\(label) max forward")
         #expect(arg == ref.argmax, "\(label) argmax")
+        var yi = nans(dy.count)
+        maxPoolForward(out: &yi, argmax: nil, inp: x, s)
+        #expect(yi == ref.out, "\(label) max forward without argmax (inference)")
         maxPoolBackward(dinp: &dx, dout: dy, argmax: arg, s)
         expectClose(dx, Reference.maxPoolBackward(dout: dy, argmax: ref.argmax, s), "\(label) max backward")
 
@@ -225,6 +228,9 @@ private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         #expect(y[0].isNaN && ref.out[0].isNaN)
         #expect(Array(y[1...]) == Array(ref.out[1...]))
         #expect(arg == ref.argmax)
+        var yi = nans(4)
+        maxPoolForward(out: &yi, argmax: nil, inp: x, s)
+        #expect(yi[0].isNaN && Array(yi[1...]) == Array(ref.out[1...]))
     }
 
     // MARK: Softmax and cross-entropy
@@ -283,6 +289,26 @@ private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
             expectClose(y, refY, "\(name) forward n\(n)")
             bwd(&dx, dy, backwardTakesInput ? x : y, n)
             expectClose(dx, refBwd(dy, backwardTakesInput ? x : refY), "\(name) backward n\(n)")
+        }
+    }
+
+    /// A NaN input gives a NaN output, as PyTorch's relu, clamp-based activations and the SE
+    /// block's scale + add + ReLU — in the 8-lane body (index 3) and in the scalar tail (index 16).
+    @Test func activationsPropagateNaN() {
+        var x = randoms(17, seed: 27, scale: 5)
+        x[3] = .nan
+        x[16] = .nan
+        let kernels: [(String, (UnsafeMutablePointer<Float>, UnsafePointer<Float>, Int) -> Void)] = [
+            ("relu", { reluForward(out: $0, inp: $1, n: $2) }), ("relu6", { relu6Forward(out: $0, inp: $1, n: $2) }),
+            ("hardSigmoid", { hardSigmoidForward(out: $0, inp: $1, n: $2) }),
+            ("hardSwish", { hardSwishForward(out: $0, inp: $1, n: $2) }),
+            ("scaleAddReLU", { scaleAddReLUPlanes(out: $0, x: $1, s: [Float(0.5)], residual: [Float](repeating: 1, count: 17), planes: 1, size: $2) }),
+        ]
+        for (name, kernel) in kernels {
+            var y = [Float](repeating: 0, count: 17)
+            kernel(&y, x, 17)
+            #expect(y[3].isNaN && y[16].isNaN, "\(name): \(y[3]), \(y[16])")
+            #expect(y.indices.filter { $0 != 3 && $0 != 16 }.allSatisfy { !y[$0].isNaN }, "\(name)")
         }
     }
 

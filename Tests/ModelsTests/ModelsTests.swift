@@ -179,6 +179,10 @@ struct ModelsTests {
         let worst = zip(fused.scalars, reference.scalars).map { abs($0 - $1) }.max() ?? 0
         #expect(worst <= 1e-4 * scale, "\(name): fused logits differ by \(worst) (largest \(scale)); \(engine.foldedCount) BatchNorms folded")
         #expect(engine.foldedCount > 0 || !model.namedParameters().contains { $0.0.hasSuffix("running_mean") }, "\(name): nothing folded")
+        // Every ResNet-family convolution that a ReLU follows (stem, and the first one or two of each block) runs it in its epilogue.
+        if name.contains("resnet") || name.contains("resnext") {
+            #expect(engine.fusedReLUCount > 0, "\(name): no ReLU fused")
+        }
         // Outside the engine the model is untouched.
         #expect(withoutGradients { model(x) }.scalars == reference.scalars)
     }
@@ -250,5 +254,68 @@ struct ModelsTests {
         // torchvision MobileNetV3: _make_divisible(960 // 4, 8) = 240; (72 // 4 = 18) → 24.
         #expect(SERounding.torchvision(8).width(channels: 960, reduction: 4) == 240)
         #expect(SERounding.torchvision(8).width(channels: 72, reduction: 4) == 24)
+    }
+}
+
+/// A convolution whose output feeds a ReLU *and* another reader: fusing the ReLU into the
+/// convolution would change the other reader's input. The engine's first-call check must notice and
+/// keep the result exact.
+final class ReLUAndBypass: Module {
+    let conv: Conv2d
+    let bn: BatchNorm2d
+    let plain: Conv2d
+    override init() {
+        var g = SeededGenerator(seed: 3)
+        conv = Conv2d(4, 6, kernel: 3, padding: 1, bias: false, generator: &g)
+        bn = BatchNorm2d(6)
+        plain = Conv2d(6, 6, kernel: 1, generator: &g)
+    }
+    override func callAsFunction(_ x: Tensor) -> Tensor {
+        let a = bn(conv(x))       // folded: conv's output is bn's output
+        let b = plain(a)          // a conv with bias, directly followed by a ReLU below
+        return relu(a) + relu(b) + a + b   // a and b are also read without the ReLU
+    }
+}
+
+@Suite struct InferenceEngineTests {
+    @Test func reluFusionIsDroppedWhenTheConvolutionHasAnotherReader() {
+        let model = ReLUAndBypass()
+        model.bn.runningMean.value = Tensor.randomUniform([6], low: -0.5, high: 0.5, seed: 4)
+        model.bn.runningVar.value = Tensor.randomUniform([6], low: 0.5, high: 1.5, seed: 5)
+        model.eval()
+        let x = Tensor.randomNormal([2, 4, 5, 5], seed: 6)
+        let reference = withoutGradients { model(x) }
+        let engine = InferenceEngine(model)
+        let first = engine(x)
+        expectClose(first.scalars, reference.scalars, rtol: 1e-5, atol: 1e-5)
+        let fused = engine(x)
+        expectClose(fused.scalars, reference.scalars, rtol: 1e-5, atol: 1e-5)
+        #expect(engine.fusedReLUCount == 0)
+        #expect(engine.foldedCount == 1)
+    }
+
+    /// conv → BN → ReLU and conv(bias) → ReLU chains are fused, with the logits unchanged.
+    @Test func reluFusionOfConvolutionChains() {
+        final class Chain: Module {
+            let c1: Conv2d, b1: BatchNorm2d, c2: Conv2d
+            override init() {
+                var g = SeededGenerator(seed: 8)
+                c1 = Conv2d(3, 8, kernel: 3, padding: 1, bias: false, generator: &g)
+                b1 = BatchNorm2d(8)
+                c2 = Conv2d(8, 8, kernel: 1, generator: &g)
+            }
+            override func callAsFunction(_ x: Tensor) -> Tensor { relu(c2(relu(b1(c1(x))))) }
+        }
+        let model = Chain()
+        model.b1.runningMean.value = Tensor.randomUniform([8], low: -0.5, high: 0.5, seed: 9)
+        model.eval()
+        let x = Tensor.randomNormal([2, 3, 6, 7], seed: 10)
+        let reference = withoutGradients { model(x) }
+        let engine = InferenceEngine(model)
+        _ = engine(x)
+        let fused = engine(x)
+        #expect(engine.fusedReLUCount == 2 && engine.foldedCount == 1)
+        expectClose(fused.scalars, reference.scalars, rtol: 1e-5, atol: 1e-6)
+        #expect(fused.scalars.allSatisfy { $0 >= 0 })
     }
 }

@@ -21,11 +21,29 @@ func pointwise(_ x: Tensor, _ forward: UnaryKernel, fromOutput: Bool,
     return out
 }
 
-/// max(x, 0), any shape. Gradient 1 where the output is positive.
+/// max(x, 0), any shape (NaN stays NaN, as PyTorch). Gradient 1 where the output is positive.
 public func relu(_ x: Tensor) -> Tensor {
-    pointwise(x, { reluForward(out: $0, inp: $1, n: $2) }, fromOutput: true) {
+    let recording = GradientTape.isRecording(x)
+    if x.isRectified && !recording {
+        ReLUTrace.current?.record(input: x, output: x)
+        return x
+    }
+    let y = pointwise(x, { reluForward(out: $0, inp: $1, n: $2) }, fromOutput: true) {
         reluBackward(dinp: $0, dout: $1, out: $2, n: $3)
     }
+    ReLUTrace.current?.record(input: x, output: y)
+    return y
+}
+
+/// Observes `relu` calls (the inference engine's tracer: which convolutions a ReLU directly follows).
+public final class ReLUTrace: @unchecked Sendable {
+    @TaskLocal public static var current: ReLUTrace?
+    private let onReLU: (Tensor, Tensor) -> Void
+
+    /// `onReLU(input, output)` receives each call's input and output.
+    public init(_ onReLU: @escaping (_ input: Tensor, _ output: Tensor) -> Void) { self.onReLU = onReLU }
+
+    func record(input: Tensor, output: Tensor) { onReLU(input, output) }
 }
 
 /// 1 / (1 + e^−x), any shape.

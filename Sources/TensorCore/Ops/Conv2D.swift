@@ -7,8 +7,28 @@ import Kernels
 /// Output [N, O, Ho, Wo] with `Ho = ⌊(H + 2·padding.0 − dilation.0·(kh − 1) − 1) / stride.0⌋ + 1`
 /// (same for W). `groups` splits channels into independent convolutions (ResNeXt's cardinality;
 /// `groups == C == O` is depthwise). Gradients: input, weight and bias, each on oneDNN.
+///
+/// `fusedReLU` returns relu(conv(x)) computed in the convolution's epilogue (the inference
+/// engine's fusion). It applies only when nothing records gradients; otherwise the convolution
+/// and the ReLU run as two recorded ops.
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: (Int, Int) = (1, 1),
+                   padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), groups: Int = 1,
+                   fusedReLU: Bool) -> Tensor {
+    let recording = GradientTape.isRecording(x) || GradientTape.isRecording(weight) || (bias.map { GradientTape.isRecording($0) } ?? false)
+    guard fusedReLU, !recording else {
+        let y = conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
+        return fusedReLU ? relu(y) : y
+    }
+    return convolve(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups, relu: true)
+}
+
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: (Int, Int) = (1, 1),
                    padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), groups: Int = 1) -> Tensor {
+    convolve(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups, relu: false)
+}
+
+private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, Int), padding: (Int, Int),
+                      dilation: (Int, Int), groups: Int, relu: Bool) -> Tensor {
     let op = "conv2d"
     if x.rank != 4 || weight.rank != 4 {
         shapeFailure(op, "input \(x.shape) and weight \(weight.shape) must both be 4-D (N×C×H×W, O×C/groups×kh×kw)")
@@ -30,10 +50,14 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: (In
     out.withUnsafeMutablePointer { po in
         x.withUnsafePointer { px in
             weight.withUnsafePointer { pw in
-                if let b = bias { b.withUnsafePointer { conv2dForward(out: po, inp: px, weight: pw, bias: $0, s) } }
-                else { conv2dForward(out: po, inp: px, weight: pw, bias: nil, s) }
+                if let b = bias { b.withUnsafePointer { conv2dForward(out: po, inp: px, weight: pw, bias: $0, relu: relu, s) } }
+                else { conv2dForward(out: po, inp: px, weight: pw, bias: nil, relu: relu, s) }
             }
         }
+    }
+    if relu {
+        out.isRectified = true
+        return out
     }
     var inputs = [x, weight]
     if let b = bias { inputs.append(b) }

@@ -23,9 +23,12 @@ public func maxPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil
 
 func maxPool(_ x: Tensor, _ s: Pool2DShape, outShape: [Int]) -> Tensor {
     var out = Tensor(uninitializedShape: outShape)
+    guard GradientTape.isRecording(x) else {
+        out.withUnsafeMutablePointer { o in x.withUnsafePointer { maxPoolForward(out: o, argmax: nil, inp: $0, s) } }
+        return out
+    }
     let argmax = UnsafeMutablePointer<Int32>.allocate(capacity: max(out.count, 1))
     out.withUnsafeMutablePointer { o in x.withUnsafePointer { maxPoolForward(out: o, argmax: argmax, inp: $0, s) } }
-    guard GradientTape.isRecording(x) else { argmax.deallocate(); return out }
     let indices = ArgmaxBox(argmax)
     let inShape = x.shape
     GradientTape.record(&out, [x]) { g, _ in
