@@ -66,14 +66,16 @@ public struct Evaluation: Sendable {
     public var perClass: [(correct: Int, total: Int)]
 }
 
-/// Runs `model` in evaluation mode over every batch of `loader` (epoch 0).
-public func evaluate(_ model: Module, _ loader: DataLoader, classes: Int) throws -> Evaluation {
+/// Runs `model` in evaluation mode over every batch of `loader` (epoch 0), through an
+/// `InferenceEngine` (BatchNorm folding, ReLU fusion) unless `fused` is false.
+public func evaluate(_ model: Module, _ loader: DataLoader, classes: Int, fused: Bool = true) throws -> Evaluation {
     model.eval()
+    let engine = fused ? InferenceEngine(model) : nil
     var lossSum = 0.0, c1 = 0, c5 = 0, n = 0
     var perClass = [(correct: Int, total: Int)](repeating: (0, 0), count: classes)
     let stream = loader.batches(epoch: 0)
     while let batch = try stream.next() {
-        let logits = withoutGradients { model(batch.images) }
+        let logits = withoutGradients { engine?(batch.images) ?? model(batch.images) }
         let loss = withoutGradients { crossEntropy(logits: logits, targets: batch.labels) }
         lossSum += Double(loss.item) * Double(batch.labels.count)
         let k = logits.shape[1], s = logits.scalars

@@ -15,6 +15,7 @@ struct Predict: ParsableCommand {
     @Option(help: "Classes to print per image.") var topk = 5
     @Option(help: "Number of classes (default: read off the weights).") var numClasses: Int?
     @Option(help: "Images per forward pass.") var batchSize = 8
+    @Flag(help: "Run the reference (unfused) inference path.") var noFuse = false
     @Flag(help: "Print one JSON array, one object per image.") var json = false
 
     func validate() throws {
@@ -32,6 +33,7 @@ struct Predict: ParsableCommand {
         }
         let (net, state) = try buildModel(model, weights: weights, numClasses: numClasses, inChannels: inChannels)
         net.eval()
+        let engine = noFuse ? nil : InferenceEngine(net)
         let config = PretrainedConfig(metadata: state?.metadata ?? [:], fallback: entry.pretrained)
         let pre = Preprocessing(
             resize: config.cropFraction >= 1 ? config.inputSize : config.resizeSize, crop: config.inputSize,
@@ -46,7 +48,7 @@ struct Predict: ParsableCommand {
         func flush() {
             guard !batch.isEmpty else { return }
             let x = stack(batch.map(\.1))
-            let logits = withoutGradients { net(x) }
+            let logits = withoutGradients { engine?(x) ?? net(x) }
             let probs = logSoftmax(logits).scalars.map { exp($0) }
             let classes = logits.shape[1]
             for (i, (path, _)) in batch.enumerated() {

@@ -266,6 +266,7 @@ struct Eval: ParsableCommand {
     @Option(help: "Batch size.") var batchSize = 256
     @Option(help: "Loader threads.") var workers = 2
     @Flag(help: "Skip (and count) corrupt images instead of stopping.") var skipCorrupt = false
+    @Flag(help: "Run the reference (unfused) inference path.") var noFuse = false
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() throws {
@@ -274,7 +275,7 @@ struct Eval: ParsableCommand {
         let plan = DataPlan.make(spec: data, dataset: valSet, augment: "none")
         let loader = DataLoader(dataset: valSet, transform: plan.evalTransform, batchSize: batchSize, sampler: .sequential,
                                 seed: 0, dropLast: false, workers: workers, skipCorrupt: skipCorrupt)
-        let e = try evaluate(net, loader, classes: valSet.classNames.count)
+        let e = try evaluate(net, loader, classes: valSet.classNames.count, fused: !noFuse)
         let perClass = e.perClass.enumerated().map { i, c in
             (valSet.classNames[i], c.total > 0 ? Double(c.correct) / Double(c.total) : 0, c.total)
         }

@@ -136,6 +136,16 @@ struct TrainCLITests {
         #expect(status == 0, "\(err)")
         let obj = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any])
         #expect(obj["images"] as? Int == 10000 && (obj["per_class"] as? [Any])?.count == 10)
+        // The fused inference path (BatchNorm folded, ReLUs in the convolutions) against the
+        // reference path: the same predictions up to rounding.
+        (status, out, err) = try runSenet(["eval", "--model", "resnet20", "--weights", d + "/last.safetensors", "--data", "fashion-mnist",
+                                           "--json", "--no-fuse"])
+        #expect(status == 0, "\(err)")
+        let plain = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any])
+        for key in ["loss", "top1", "top5"] {
+            let (f, u) = (obj[key] as? Double ?? .nan, plain[key] as? Double ?? .nan)
+            #expect(abs(f - u) <= 2e-4 * max(1, abs(u)), "\(key): fused \(f), unfused \(u)")
+        }
         let image = try requireAsset("foolbox/fashionMNIST_00_9.png")
         (status, out, err) = try runSenet(["predict", "--model", "resnet20", "--weights", d + "/best.safetensors", image])
         #expect(status == 0, "\(err)")
