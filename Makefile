@@ -79,9 +79,11 @@ bench: deps $(BENCH_VENV)/ok
 	$(MAKE) bench-models
 
 ## bench-models: whole networks (SE-ResNet-50 inference at batch 1 and 16, training at 16; CIFAR
-## SE-ResNet-20 training at 128) beside PyTorch eager, channels_last, torch.compile and ONNX Runtime.
+## SE-ResNet-20 training at 128) beside PyTorch eager, channels_last, torch.compile and ONNX Runtime,
+## then the SE overhead (vs ResNet-50), peak memory (vs eager) and efficiency (vs sgemm) checks.
 bench-models: deps $(BENCH_VENV)/ok
 	swift build $(SWIFT_FLAGS) --scratch-path .build-bench --product senet
+	swift build $(SWIFT_FLAGS) --scratch-path .build-bench --product senet-bench
 	$(BENCH_VENV)/bin/python Scripts/bench_models.py --senet .build-bench/release/senet --rounds $(ROUNDS) \
 		--machine "$$(lscpu | sed -n 's/^Model name: *//p'), $$(nproc) cores"
 

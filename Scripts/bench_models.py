@@ -3,12 +3,15 @@
 docs/performance.md (section "Whole networks") and prints it.
 
     .venv-bench/bin/python Scripts/bench_models.py --senet .build-bench/release/senet [--rounds 3]
-        [--workloads ID,ID] [--out docs/performance.md] [--machine TEXT]
+        [--workloads ID,ID] [--out docs/performance.md] [--machine TEXT] [--no-acceptance]
 
 Each round runs, per workload, `senet bench --json` (fused inference, and --no-fuse for
 reference) and then Scripts/bench_peers.py for every peer, so that machine noise hits both; a
 cell is the median over rounds of each run's median. Ratio = ours images/s / peer images/s
-(> 1: ours is faster); "best peer" is the fastest peer in the same run.
+(> 1: ours is faster); "best peer" is the fastest peer in the same run. Then the issue's other
+checks: SE overhead (SE-ResNet-50 ÷ ResNet-50 time, ours and PyTorch eager), peak resident memory
+at batch 16 (ours vs PyTorch eager, each in a process of its own) and batch-16 inference
+GFLOP/s against `senet-bench sgemm`.
 """
 import argparse
 import json
@@ -31,19 +34,85 @@ NAMES = {"eager": "PyTorch eager (NCHW)", "channels_last": "PyTorch channels_las
          "onnxruntime": "ONNX Runtime", "ours": "ours (fused)", "ours-nofuse": "ours (--no-fuse)"}
 
 
-def ours(senet, workload, extra, threads):
+# The plain network beside SE-ResNet-50, ours and PyTorch eager only (the SE overhead check).
+PLAIN = {
+    "resnet50-inf-b16": ["--model", "resnet50", "--batch-size", "16", "--mode", "inference", "--iterations", "5"],
+    "resnet50-train-b16": ["--model", "resnet50", "--batch-size", "16", "--mode", "training", "--iterations", "5"],
+}
+GFLOP_PER_IMAGE = 8.18  # SE-ResNet-50 at 224², timm layout (4.09 GMACs): the issue's yardstick
+
+
+def ours_record(senet, args_list, extra, threads):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    out = subprocess.run([senet, "bench", "--json", *OURS[workload], *extra], env=env, check=True,
+    out = subprocess.run([senet, "bench", "--json", *args_list, *extra], env=env, check=True,
                          capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["images_per_second"]
+    return json.loads(out.strip().splitlines()[-1])
 
 
-def peers(workload, threads, iterations):
+def ours(senet, workload, extra, threads):
+    return ours_record(senet, OURS[workload], extra, threads)["images_per_second"]
+
+
+def peers(workload, threads, iterations, only=None):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, os.path.join(HERE, "bench_peers.py"), "--json", "--threads", str(threads),
-                          "--workloads", workload, "--iterations", str(iterations)],
-                         env=env, check=True, capture_output=True, text=True).stdout
+    cmd = [sys.executable, os.path.join(HERE, "bench_peers.py"), "--json", "--threads", str(threads),
+           "--workloads", workload, "--iterations", str(iterations)]
+    if only:
+        cmd += ["--peers", only]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def sgemm_gflops(bench, threads):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    out = subprocess.run([bench, "sgemm", "--json"], env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["gflops"]
+
+
+def acceptance(args, rounds):
+    """The performance issue's other criteria, each measured `rounds` times (medians): SE overhead
+    (ours and PyTorch eager), peak memory at batch 16 (ours vs PyTorch eager, each workload in a
+    process of its own), and batch-16 inference efficiency against `senet-bench sgemm`."""
+    r = {}
+    def add(key, value):
+        r.setdefault(key, []).append(value)
+    for i in range(rounds):
+        print(f"acceptance round {i + 1}/{rounds}", file=sys.stderr, flush=True)
+        add("sgemm", sgemm_gflops(args.senet_bench, args.threads))
+        for w in ["seresnet50-inf-b16", "seresnet50-train-b16"]:
+            rec = ours_record(args.senet, OURS[w], [], args.threads)
+            add((w, "ours"), rec["images_per_second"])
+            add((w, "ours-rss"), rec["peak_rss_bytes"])
+            if w.endswith("inf-b16"):
+                add("ours-gflops", rec["images_per_second"] * GFLOP_PER_IMAGE)
+            eager = [p for p in peers(w, args.threads, 5, only="eager") if "error" not in p]
+            if eager:
+                add((w, "eager"), eager[0]["images_per_second"])
+                add((w, "eager-rss"), eager[0]["peak_rss_bytes"])
+        for w in PLAIN:
+            add((w, "ours"), ours_record(args.senet, PLAIN[w], [], args.threads)["images_per_second"])
+            eager = [p for p in peers(w, args.threads, 5, only="eager") if "error" not in p]
+            if eager:
+                add((w, "eager"), eager[0]["images_per_second"])
+    m = {k: statistics.median(v) for k, v in r.items()}
+    mib = lambda b: f"{b / 2**20:.0f} MiB"
+    lines = ["", "### SE overhead, memory and efficiency", "",
+             f"{rounds} rounds, medians; PyTorch eager (NCHW) measured beside ours in each round.", "",
+             "| check | ours | PyTorch eager | target |", "|---|--:|--:|---|"]
+    for mode, se, plain, target in [("inference", "seresnet50-inf-b16", "resnet50-inf-b16", "≤ 1.03"),
+                                    ("training", "seresnet50-train-b16", "resnet50-train-b16", "≤ 1.06")]:
+        cells = []
+        for who in ["ours", "eager"]:
+            a, b = m.get((se, who)), m.get((plain, who))
+            cells.append(f"{b / a:.3f}" if a and b else "—")  # time ratio = plain images/s ÷ SE images/s
+        lines.append(f"| SE-ResNet-50 ÷ ResNet-50 time, {mode} b16 | {cells[0]} | {cells[1]} | {target} |")
+    for w, label in [("seresnet50-inf-b16", "inference"), ("seresnet50-train-b16", "training")]:
+        o, e = m.get((w, "ours-rss")), m.get((w, "eager-rss"))
+        lines.append(f"| peak resident memory, SE-ResNet-50 {label} b16 | {mib(o) if o else '—'} | {mib(e) if e else '—'} | ours ≤ eager |")
+    if "sgemm" in m and "ours-gflops" in m:
+        lines.append(f"| SE-ResNet-50 inference b16, GFLOP/s ({GFLOP_PER_IMAGE} GFLOP per image) ÷ sgemm 2048³ "
+                     f"({m['sgemm']:.0f} GFLOP/s) | {m['ours-gflops'] / m['sgemm']:.0%} | — | ≥ 60% |")
+    return lines
 
 
 def main():
@@ -54,7 +123,11 @@ def main():
     ap.add_argument("--workloads", default=",".join(OURS))
     ap.add_argument("--out", default="docs/performance.md")
     ap.add_argument("--machine", default="")
+    ap.add_argument("--senet-bench", default="", help="senet-bench executable (default: next to --senet)")
+    ap.add_argument("--no-acceptance", action="store_true", help="skip the SE overhead / memory / efficiency checks")
     args = ap.parse_args()
+    if not args.senet_bench:
+        args.senet_bench = os.path.join(os.path.dirname(args.senet), "senet-bench")
     results = {}  # (workload, who) -> [images/s per round]
     errors = {}
     for r in range(args.rounds):
@@ -91,6 +164,8 @@ def main():
     if errors:
         lines += ["", "Peers that could not run a workload:"]
         lines += [f"- {NAMES[p]} on `{w}`: {e}" for (w, p), e in sorted(errors.items())]
+    if not args.no_acceptance:
+        lines += acceptance(args, args.rounds)
     section = "\n".join(lines) + "\n"
     print(section)
     text = open(args.out).read() if os.path.exists(args.out) else "# Performance\n\n"

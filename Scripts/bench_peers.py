@@ -17,6 +17,7 @@ With --json one object per line:
   {"workload","peer","ms_median","ms_min","ms_max","images_per_second","batch","threads","error"?}
 """
 import argparse
+import resource
 import json
 import os
 import statistics
@@ -84,6 +85,9 @@ WORKLOADS = {
     "seresnet50-inf-b16": ("seresnet50", "inference", 16, 224),
     "seresnet50-train-b16": ("seresnet50", "training", 16, 224),
     "seresnet20-train-b128": ("seresnet20", "training", 128, 32),
+    # The plain network, for the SE overhead (SE-ResNet-50 time ÷ ResNet-50 time).
+    "resnet50-inf-b16": ("resnet50", "inference", 16, 224),
+    "resnet50-train-b16": ("resnet50", "training", 16, 224),
 }
 PEERS = ["eager", "channels_last", "compile", "onnxruntime"]
 
@@ -166,7 +170,10 @@ def main():
                 r = run(w, p, args)
                 if r is None:
                     continue
-                rec.update(ms_median=r[0], ms_min=r[1], ms_max=r[2], images_per_second=batch / (r[0] / 1000))
+                rec.update(ms_median=r[0], ms_min=r[1], ms_max=r[2], images_per_second=batch / (r[0] / 1000),
+                           # The process's peak so far: one workload and one peer per process
+                           # (as Scripts/bench_models.py runs it for the memory check) makes it that run's.
+                           peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
             except Exception as e:  # a peer that cannot run this workload is reported, not fatal
                 rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
             if args.json:

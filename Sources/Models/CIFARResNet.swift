@@ -37,7 +37,7 @@ public final class CIFARBasicBlock: Module {
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = bn2(conv2(relu(bn1(conv1(x)))))
+        var h = bn2(conv2(bn1(conv1(x), relu: true)))
         if let se, InferenceEngine.isFusing {
             return se.scaledAddReLU(h, residual: zeroPadShortcut(x, outChannels: outChannels, stride: stride))
         }
@@ -70,10 +70,10 @@ public final class PreActBottleneck: Module {
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
-        let a = relu(bn1(x))
+        let a = bn1(x, relu: true)
         var h = conv1(a)
-        h = conv2(relu(bn2(h)))
-        h = conv3(relu(bn3(h)))
+        h = conv2(bn2(h, relu: true))
+        h = conv3(bn3(h, relu: true))
         if let se { h = se(h) }
         return h + (shortcut?(a) ?? x)
     }
@@ -121,9 +121,9 @@ public final class CIFARResNet: Module {
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
         var h = conv1(x)
-        if let bn1 { h = relu(bn1(h)) }
+        if let bn1 { h = bn1(h, relu: true) }
         for stage in [layer1, layer2, layer3] { for block in stage { h = block(h) } }
-        if let bn { h = relu(bn(h)) }
+        if let bn { h = bn(h, relu: true) }
         return fc(globalAvgPool2d(h).flattened())
     }
 }

@@ -20,7 +20,7 @@ public final class ConvNormAct: Module {
         bn = BatchNorm2d(cout, eps: 1e-3)
     }
 
-    public override func callAsFunction(_ x: Tensor) -> Tensor { relu(bn(conv(x))) }
+    public override func callAsFunction(_ x: Tensor) -> Tensor { bn(conv(x), relu: true) }
 }
 
 /// Parallel branches whose outputs are concatenated along channels (`branch0`, `branch1`, …).

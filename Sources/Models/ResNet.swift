@@ -111,9 +111,9 @@ public final class ResNetStem: Module {
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = relu(bn1(conv1(x)))
-        if let conv2, let bn2 { h = relu(bn2(conv2(h))) }
-        if let conv3, let bn3 { h = relu(bn3(conv3(h))) }
+        var h = bn1(conv1(x), relu: true)
+        if let conv2, let bn2 { h = bn2(conv2(h), relu: true) }
+        if let conv3, let bn3 { h = bn3(conv3(h), relu: true) }
         return pool(h)
     }
 }
@@ -194,11 +194,9 @@ public final class ResidualBlock: Module {
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
         let input = placement == .pre ? (se?(x) ?? x) : x
-        var h = relu(bn1(conv1(input)))
-        h = bn2(conv2(h))
-        if reluAfterBN2 { h = relu(h) }
+        var h = bn1(conv1(input), relu: true)
+        h = bn2(conv2(h), relu: reluAfterBN2 || conv3 != nil)
         if let conv3, let bn3 {
-            h = relu(h)
             if placement == .after3x3, let se { h = se(h) }
             h = bn3(conv3(h))
         }

@@ -26,7 +26,7 @@ public final class ShuffleUnit: Module {
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = channelShuffle(relu(bn1(conv1(x))), groups: groups)
+        var h = channelShuffle(bn1(conv1(x), relu: true), groups: groups)
         h = bn3(conv3(bn2(conv2(h))))
         if let se { h = se(h) }
         if stride == 2 {
@@ -62,7 +62,7 @@ public final class ShuffleNetV1: Module {
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = maxPool2d(relu(bn1(conv1(x))), kernel: (3, 3), stride: (2, 2), padding: (1, 1))
+        var h = maxPool2d(bn1(conv1(x), relu: true), kernel: (3, 3), stride: (2, 2), padding: (1, 1))
         for stage in [stage2, stage3, stage4] { for unit in stage { h = unit(h) } }
         return fc(globalAvgPool2d(h).flattened())
     }

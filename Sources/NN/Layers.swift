@@ -79,6 +79,19 @@ public final class BatchNorm2d: Module {
         self.momentum = momentum
     }
 
+    /// relu(self(x)). In training mode (without synchronised statistics) the ReLU runs inside the
+    /// batch-norm passes; otherwise — evaluation, the inference engine's tracing and folding — it
+    /// is the two calls.
+    public func callAsFunction(_ x: Tensor, relu fuse: Bool) -> Tensor {
+        guard fuse, isTraining, statisticsReducer == nil, ActivationCapture.current == nil else {
+            return fuse ? relu(self(x)) : self(x)
+        }
+        let y = batchNorm(x, weight: weight.value, bias: bias.value, runningMean: &runningMean.value, runningVar: &runningVar.value,
+                          training: true, momentum: momentum, eps: eps, fusedReLU: true)
+        LayerRecorder.note(self, "BatchNorm2d", y, macsPerImage: 0)
+        return y
+    }
+
     public override func callAsFunction(_ x: Tensor) -> Tensor {
         if InferenceEngine.isAbsorbed(self) {
             LayerRecorder.note(self, "BatchNorm2d", x, macsPerImage: 0)

@@ -11,7 +11,7 @@ import Kernels
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "senet-bench", abstract: "Benchmarks for the SENet kernels (build with -c release).",
-        subcommands: [ConvBench.self, StepBench.self, LoaderBench.self, AllreduceBench.self], defaultSubcommand: ConvBench.self)
+        subcommands: [ConvBench.self, StepBench.self, LoaderBench.self, AllreduceBench.self, SgemmBench.self], defaultSubcommand: ConvBench.self)
 }
 
 /// (cin, cout, k, stride, pad, h) of ResNet-50's distinct convolutions.

@@ -136,6 +136,29 @@ private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
             expectClose(dg, r.dweight, rtol: tol.rtol, atol: tol.atol, "\(label) training \(training) dweight")
             expectClose(db, r.dbias, rtol: tol.rtol, atol: tol.atol, "\(label) training \(training) dbias")
         }
+
+        // BatchNorm + ReLU fused: the reference batch norm followed by the reference ReLU, and
+        // backward as the ReLU's backward (dout zeroed where the output is not positive) then the
+        // reference batch-norm backward.
+        var fused = nans(count), fm = nans(c), fi = nans(c), frm = rm0, frv = rv0
+        batchNormTrainForward(out: &fused, saveMean: &fm, saveInvStd: &fi, runningMean: &frm, runningVar: &frv,
+                              inp: x, weight: gamma, bias: beta, n: n, c: c, s: s, eps: 1e-5, momentum: 0.1, relu: true)
+        let refRelu = Reference.reluForward(inp: ref.out)
+        expectClose(fused, refRelu, rtol: tol.rtol, atol: tol.atol, "\(label) fused relu out")
+        #expect(frm == rm && frv == rv, "\(label) fused relu running statistics")
+        let maskedDy = Reference.reluBackward(dout: dy, out: refRelu)
+        for training in [true, false] {
+            let (mu, istd) = training ? (fm, fi) : (rm0, evalInvStd)
+            var dx = nans(count), dg = nans(c), db = nans(c)
+            batchNormBackward(dinp: &dx, dweight: &dg, dbias: &db, dout: dy, inp: x, mean: mu, invStd: istd,
+                              weight: gamma, n: n, c: c, s: s, training: training, reluOutput: fused)
+            let r = Reference.batchNormBackward(dout: maskedDy, inp: x, mean: training ? ref.mean : rm0,
+                                                invStd: training ? ref.invStd : evalInvStd, weight: gamma,
+                                                n: n, c: c, s: s, training: training)
+            expectClose(dx, r.dinp, rtol: tol.rtol, atol: tol.atol, "\(label) fused relu training \(training) dinp")
+            expectClose(dg, r.dweight, rtol: tol.rtol, atol: tol.atol, "\(label) fused relu training \(training) dweight")
+            expectClose(db, r.dbias, rtol: tol.rtol, atol: tol.atol, "\(label) fused relu training \(training) dbias")
+        }
     }
 
     // MARK: Pooling

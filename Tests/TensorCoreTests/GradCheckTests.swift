@@ -34,6 +34,27 @@ struct GradCheckTests {
         }
     }
 
+    /// BatchNorm + ReLU fused (training): finite differences, and the same values and gradients as
+    /// the two ops it replaces (each of which matches PyTorch's fixtures).
+    @Test func batchNormFusedReLU() {
+        var rm = Tensor.zeros([3]), rv = Tensor.ones([3])
+        checkGradients(at: [randn([3, 3, 2, 3], 17), randn([3], 18), randn([3], 19)], "bn+relu train") {
+            batchNorm($0[0], weight: $0[1], bias: $0[2], runningMean: &rm, runningVar: &rv, training: true, fusedReLU: true)
+        }
+        let inputs = [randn([4, 5, 6, 7], 30, std: 2), randn([5], 31), randn([5], 32)]
+        let dy = randn([4, 5, 6, 7], 33)
+        var (rm1, rv1, rm2, rv2) = (Tensor.zeros([5]), Tensor.ones([5]), Tensor.zeros([5]), Tensor.ones([5]))
+        let (y1, g1) = forwardBackward(inputs, seed: dy) {
+            batchNorm($0[0], weight: $0[1], bias: $0[2], runningMean: &rm1, runningVar: &rv1, training: true, fusedReLU: true)
+        }
+        let (y2, g2) = forwardBackward(inputs, seed: dy) {
+            relu(batchNorm($0[0], weight: $0[1], bias: $0[2], runningMean: &rm2, runningVar: &rv2, training: true))
+        }
+        #expect(y1.scalars == y2.scalars)
+        #expect(rm1.scalars == rm2.scalars && rv1.scalars == rv2.scalars)
+        for (a, b) in zip(g1, g2) { expectClose(a.scalars, b.scalars, rtol: 1e-5, atol: 1e-6, "fused bn+relu gradient") }
+    }
+
     @Test func activations() {
         let x = randn([2, 3, 4, 5], 20, std: 2)
         checkGradients(at: [x], "relu") { relu($0[0]) }

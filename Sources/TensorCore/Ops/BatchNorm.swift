@@ -19,9 +19,32 @@ public typealias BatchNormStatisticsReducer = (UnsafeMutableBufferPointer<Double
 /// the input gradient is the whole batch's. The weight and bias gradients stay local sums (the
 /// data-parallel gradient reduction adds them up). With a reducer that leaves its buffer unchanged
 /// the results equal those without one, bit for bit.
+///
+/// `fusedReLU` returns relu(batchNorm(x)): in training mode (without a reducer) the ReLU runs in
+/// the normalisation pass and its backward in the batch-norm backward pass (one pass over the
+/// activations fewer each way); otherwise it is the two ops.
+public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: inout Tensor, runningVar: inout Tensor,
+                      training: Bool, momentum: Float = 0.1, eps: Float = 1e-5,
+                      reducer: BatchNormStatisticsReducer? = nil, fusedReLU: Bool) -> Tensor {
+    guard fusedReLU, training, reducer == nil else {
+        let y = batchNorm(x, weight: weight, bias: bias, runningMean: &runningMean, runningVar: &runningVar,
+                          training: training, momentum: momentum, eps: eps, reducer: reducer)
+        return fusedReLU ? relu(y) : y
+    }
+    return normalize(x, weight: weight, bias: bias, runningMean: &runningMean, runningVar: &runningVar, training: true,
+                     momentum: momentum, eps: eps, reducer: nil, relu: true)
+}
+
 public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: inout Tensor, runningVar: inout Tensor,
                       training: Bool, momentum: Float = 0.1, eps: Float = 1e-5,
                       reducer: BatchNormStatisticsReducer? = nil) -> Tensor {
+    normalize(x, weight: weight, bias: bias, runningMean: &runningMean, runningVar: &runningVar, training: training,
+              momentum: momentum, eps: eps, reducer: reducer, relu: false)
+}
+
+private func normalize(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: inout Tensor, runningVar: inout Tensor,
+                       training: Bool, momentum: Float, eps: Float, reducer: BatchNormStatisticsReducer?, relu: Bool) -> Tensor {
+    precondition(!relu || (training && reducer == nil), "batchNorm: the fused ReLU runs in plain training mode only")
     let op = "batchNorm"
     if x.rank < 2 { shapeFailure(op, "input \(x.shape) must be at least 2-D (N×C…)") }
     let (n, c) = (x.shape[0], x.shape[1])
@@ -66,7 +89,8 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
             runningMean.withUnsafeMutablePointer { rm in runningVar.withUnsafeMutablePointer { rv in
                 x.withUnsafePointer { px in optionalPointer(weight) { pw in optionalPointer(bias) { pb in
                     batchNormTrainForward(out: po, saveMean: pm, saveInvStd: pi, runningMean: rm, runningVar: rv,
-                                          inp: px, weight: pw, bias: pb, n: n, c: c, s: s, eps: eps, momentum: momentum)
+                                          inp: px, weight: pw, bias: pb, n: n, c: c, s: s, eps: eps, momentum: momentum,
+                                          relu: relu)
                 } } }
             } }
         } } }
@@ -85,6 +109,7 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
     let xs = x.detached, ws = weight?.detached
     let hasW = weight != nil
     let syncReducer = training ? reducer : nil, syncCount = count
+    let reluOutput: Tensor? = relu ? out.detached : nil  // the ReLU's mask for backward
     GradientTape.record(&out, inputs) { g, need in
         var dx: Tensor? = need[0] ? Tensor(uninitializedShape: xs.shape) : nil
         var dw = Tensor(uninitializedShape: [c]), db = Tensor(uninitializedShape: [c])
@@ -111,10 +136,10 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
         } else {
             g.withUnsafePointer { pg in xs.withUnsafePointer { px in mean.withUnsafePointer { pm in invStd.withUnsafePointer { pi in
                 optionalPointer(ws) { pw in dw.withUnsafeMutablePointer { pdw in db.withUnsafeMutablePointer { pdb in
-                    optionalMutablePointer(&dx) { pdx in
+                    optionalMutablePointer(&dx) { pdx in optionalPointer(reluOutput) { mask in
                         batchNormBackward(dinp: pdx, dweight: pdw, dbias: pdb, dout: pg, inp: px, mean: pm, invStd: pi,
-                                          weight: pw, n: n, c: c, s: s, training: training)
-                    }
+                                          weight: pw, n: n, c: c, s: s, training: training, reluOutput: mask)
+                    } }
                 } } }
             } } } }
         }
