@@ -76,6 +76,9 @@ public final class GradientTape {
             guard let g = grads[i], let pullback = entries[i].pullback else { continue }
             let ins = entries[i].inputs
             let inputGrads = pullback(g, ins.map { $0 >= 0 })
+            // The pullback has run: drop it and the activations it saved now, not when the whole
+            // backward pass ends (PyTorch frees a node's saved tensors the same way).
+            entries[i] = Entry(inputs: ins, pullback: nil)
             for (j, gi) in zip(ins, inputGrads) where j >= 0 {
                 guard let gi else { continue }
                 if let acc = grads[j] { grads[j] = Tensor.accumulating(acc, gi) } else { grads[j] = gi }

@@ -74,7 +74,7 @@ struct Bench: ParsableCommand {
                 "iterations": iterations, "warmup": warmup, "fused": mode == "inference" && !noFuse,
                 "ms_per_batch_median": median, "ms_per_batch_min": sorted.first!, "ms_per_batch_max": sorted.last!,
                 "images_per_second": imagesPerSecond, "gflops_effective": gflops, "macs_per_image": macs,
-                "peak_rss_bytes": peak, "threads": Int(ProcessInfo.processInfo.environment["OMP_NUM_THREADS"] ?? "") ?? ProcessInfo.processInfo.activeProcessorCount,
+                "peak_rss_bytes": peak, "peak_tensor_bytes": TensorStorage.peakBytes, "threads": Int(ProcessInfo.processInfo.environment["OMP_NUM_THREADS"] ?? "") ?? ProcessInfo.processInfo.activeProcessorCount,
             ]
             let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))

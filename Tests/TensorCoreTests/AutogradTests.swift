@@ -67,4 +67,36 @@ struct AutogradTests {
             exit(0)
         }
     }
+
+    /// Backward frees each op's saved activations once its pullback has run (as PyTorch frees a
+    /// node's saved tensors): when the first layer's weight gradient is ready — the last step of
+    /// backward — the 20 layers' activations are gone. (Child process, as above.)
+    @Test func backwardReleasesSavedActivationsAsItGoes() async {
+        await #expect(processExitsWith: .success) {
+            let act = 1 * 16 * 32 * 32 * 4
+            var gen = SeededGenerator(seed: 4)
+            let ws = (0..<20).map { _ in Tensor.randomNormal([16, 16, 3, 3], std: 0.1, generator: &gen) }
+            let base = TensorStorage.liveBytes
+            let tape = GradientTape()
+            let watched = ws.map { tape.watch($0) }
+            var atFirstLayer = Int.max, afterForward = 0
+            do {
+                let x = Tensor.randomNormal([1, 16, 32, 32], generator: &gen)
+                let y = tape.record { () -> Tensor in
+                    var h = x
+                    for w in watched { h = relu(conv2d(h, weight: w, padding: (1, 1))) }
+                    return h.mean()
+                }
+                afterForward = TensorStorage.liveBytes - base
+                _ = tape.gradients(of: y, wrt: watched) { k, _ in
+                    if k == 0 { atFirstLayer = TensorStorage.liveBytes - base }
+                }
+            }
+            print("after forward \(afterForward) bytes, when layer 0's gradient is ready \(atFirstLayer) bytes, one activation \(act)")
+            if afterForward < 20 * act { exit(2) }  // the measurement can fail
+            // Left: layer 0's input and output gradients, the gradients already handed out, x.
+            if atFirstLayer > 5 * act { exit(1) }
+            exit(0)
+        }
+    }
 }
