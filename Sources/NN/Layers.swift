@@ -40,17 +40,10 @@ public final class Conv2d: Module {
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
-        let y: Tensor
-        let fuseReLU = InferenceEngine.fusesReLU(self)
-        if let f = InferenceEngine.foldedParameters(self) {
-            y = conv2d(x, weight: f.weight, bias: f.bias, stride: stride, padding: padding, dilation: dilation, groups: groups,
-                       fusedReLU: fuseReLU)
-        } else if fuseReLU {
-            y = conv2d(x, weight: weight.value, bias: bias?.value, stride: stride, padding: padding, dilation: dilation,
-                       groups: groups, fusedReLU: true)
-        } else {
-            y = conv2d(x, weight: weight.value, bias: bias?.value, stride: stride, padding: padding, dilation: dilation, groups: groups)
-        }
+        // Inside an inference engine: the folded weights, and the following ReLU in the epilogue.
+        let folded = InferenceEngine.foldedParameters(self)
+        let y = conv2d(x, weight: folded?.weight ?? weight.value, bias: folded?.bias ?? bias?.value, stride: stride,
+                       padding: padding, dilation: dilation, groups: groups, fusedReLU: InferenceEngine.fusesReLU(self))
         InferenceEngine.trace(self, input: x, output: y)
         LayerRecorder.note(self, "Conv2d", y, macsPerImage: y.count / max(y.shape[0], 1) * weight.value.count / weight.shape[0])
         return y

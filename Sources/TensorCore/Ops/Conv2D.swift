@@ -14,8 +14,7 @@ import Kernels
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: (Int, Int) = (1, 1),
                    padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), groups: Int = 1,
                    fusedReLU: Bool) -> Tensor {
-    let recording = GradientTape.isRecording(x) || GradientTape.isRecording(weight) || (bias.map { GradientTape.isRecording($0) } ?? false)
-    guard fusedReLU, !recording else {
+    guard fusedReLU, !GradientTape.isRecording(x, weight, bias ?? weight) else {
         let y = conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
         return fusedReLU ? relu(y) : y
     }
