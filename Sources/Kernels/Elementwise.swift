@@ -241,23 +241,7 @@ public func scaleAddReLUPlanes(out: UnsafeMutablePointer<Float>, x: UnsafePointe
 /// In place, plane p of `planes` planes of `size`: y = y + bias[p], then max(·, 0) with `relu`
 /// (NaN kept): a convolution's epilogue.
 public func biasReLUPlanes(_ y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, relu: Bool, planes: Int, size: Int) {
-    let zero = SIMD8<Float>(repeating: 0)
     parallelRanges(planes, costPerItem: size * 2) { range in
-        for p in range {
-            let b = bias?[p] ?? 0, bv = SIMD8<Float>(repeating: b)
-            let yo = y + p * size
-            var i = 0
-            while i + 8 <= size {
-                var v = load8(yo, i) + bv
-                if relu { v = clampBelow(v, zero) }
-                UnsafeMutableRawPointer(yo + i).storeBytes(of: v, as: SIMD8<Float>.self)
-                i += 8
-            }
-            while i < size {
-                let v = yo[i] + b
-                yo[i] = relu && v < 0 ? 0 : v
-                i += 1
-            }
-        }
+        for p in range { affineSerial(y + p * size, y + p * size, 1, bias?[p] ?? 0, size, relu: relu) }
     }
 }

@@ -40,26 +40,15 @@ public func maxPoolForward(out: UnsafeMutablePointer<Float>, argmax: UnsafeMutab
                 for ox in 0..<wo {
                     let x0 = ox * s.sw - s.pw
                     let xa = max(x0, 0), xb = min(x0 + s.kw, s.w)
-                    var best = -Float.infinity
-                    if let argmax {
-                        var bi = ya * s.w + xa
-                        for yy in ya..<yb {
-                            for xx in xa..<xb {
-                                let v = x[yy * s.w + xx]
-                                if v > best || v.isNaN { best = v; bi = yy * s.w + xx }
-                            }
-                        }
-                        argmax[p * ho * wo + oy * wo + ox] = Int32(bi)
-                    } else {
-                        // Inference: the value alone (a NaN wins, as above).
-                        for yy in ya..<yb {
-                            for xx in xa..<xb {
-                                let v = x[yy * s.w + xx]
-                                if v > best || v.isNaN { best = v }
-                            }
+                    var best = -Float.infinity, bi = ya * s.w + xa
+                    for yy in ya..<yb {
+                        for xx in xa..<xb {
+                            let v = x[yy * s.w + xx]
+                            if v > best || v.isNaN { best = v; bi = yy * s.w + xx }
                         }
                     }
                     o[oy * wo + ox] = best
+                    argmax?[p * ho * wo + oy * wo + ox] = Int32(bi)  // nil in inference
                 }
             }
         }
