@@ -34,7 +34,7 @@ public func logSoftmaxBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePo
 /// Mean cross-entropy of log-probabilities against class indices, with label smoothing ε as
 /// PyTorch: per row −(1 − ε)·logp[t] − ε/K · Σ_k logp[k]. Returns the mean over rows.
 public func crossEntropyForward(logProbs: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
-                                rows: Int, k: Int, labelSmoothing eps: Float) -> Float {
+                                rows: Int, k: Int, labelSmoothing eps: Float, divisor: Int? = nil) -> Float {
     var total = 0.0
     for row in 0..<rows {
         let lp = logProbs + row * k
@@ -42,14 +42,14 @@ public func crossEntropyForward(logProbs: UnsafePointer<Float>, targets: UnsafeP
         if eps > 0 { loss -= Double(eps) / Double(k) * sum(lp, n: k) }
         total += loss
     }
-    return Float(total / Double(rows))
+    return Float(total / Double(divisor ?? rows))
 }
 
 /// ∂(mean cross-entropy)/∂logits · dloss = dloss/N · (softmax − q), q = (1 − ε)·onehot + ε/K.
 public func crossEntropyBackward(dlogits: UnsafeMutablePointer<Float>, logProbs: UnsafePointer<Float>,
                                  targets: UnsafePointer<Int32>, rows: Int, k: Int, labelSmoothing eps: Float,
-                                 dloss: Float) {
-    let scale = dloss / Float(rows)
+                                 dloss: Float, divisor: Int? = nil) {
+    let scale = dloss / Float(divisor ?? rows)
     parallelRanges(rows, costPerItem: 20 * k) { r in
         for row in r {
             let lp = logProbs + row * k, d = dlogits + row * k

@@ -80,9 +80,12 @@ open class Module {
     public func train() { setMode(true) }
     public func eval() { setMode(false) }
 
-    private func setMode(_ training: Bool) {
-        isTraining = training
-        for (_, c) in children { c.setMode(training) }
+    private func setMode(_ training: Bool) { visit { $0.isTraining = training } }
+
+    /// Calls `body` on this module, then on every descendant, depth first in declaration order.
+    public func visit(_ body: (Module) -> Void) {
+        body(self)
+        for (_, c) in children { c.visit(body) }
     }
 
     private func reflectedProperties() -> [(String, Any)] {

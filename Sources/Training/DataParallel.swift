@@ -4,11 +4,14 @@
 // takes the same SGD step.
 //
 // Equality with a single process: rank r's part holds n_r of the batch's N samples (DataLoader
-// with a `BatchShard`), its mean loss is seeded with n_r/N in backward, so the sum over ranks of
-// the gradients is the gradient of the global batch's mean loss — the single-process gradient,
-// up to float rounding. With `syncBatchNorm`, batch normalisation uses the whole batch's
-// statistics (`batchNorm(…reducer:)`), which makes the forward and backward passes those of one
-// process over the global batch; without it, each rank normalises with its own part (PyTorch
+// with a `BatchShard`) and its loss is the sum of its samples' losses divided by N, so the sum
+// over ranks of the gradients is the gradient of the global batch's mean loss — the
+// single-process gradient, up to float rounding. With `syncBatchNorm`, batch normalisation uses
+// the whole batch's statistics (`batchNorm(…reducer:)`), which makes the forward and backward
+// passes those of one process over the global batch (and with batch-invariant reductions,
+// `withBatchInvariantReductions` / `senet train --reproducible`, the same computation up to
+// float64 rounding: within 1e-5 after many steps, where float32 summation-order differences
+// grow to ~1e-2); without it, each rank normalises with its own part (PyTorch
 // DDP's default) and only rank 0's running statistics are kept (broadcast to the others before
 // evaluation and at each epoch's start, as DDP broadcasts rank 0's buffers).
 //
@@ -64,16 +67,17 @@ public final class DataParallel {
     /// units of its samples).
     public func prepare(_ model: Module) {
         broadcast(model.namedParameters(includeBuffers: true).map { $0.1 })
-        let reducer: BatchNormStatisticsReducer? = syncBatchNorm ? { [group] in group.allReduce($0, .sum) } : nil
-        func walk(_ m: Module) {
+        // Batch-invariant mode keeps the phased batch norm (per-image float64 sums) on every rank;
+        // without --sync-bn its reducer leaves the local sums as they are.
+        let reducer: BatchNormStatisticsReducer? = syncBatchNorm ? { [group] in group.allReduce($0, .sum) }
+            : batchInvariantReductions ? { _ in } : nil
+        model.visit { m in
             if let bn = m as? BatchNorm2d { bn.statisticsReducer = reducer }
             if let d = m as? Dropout, group.rank > 0 {
                 let s = d.generatorState
                 d.generatorState = SeededGenerator(seed: s.reduce(UInt64(group.rank) &* 0x9E37_79B9_7F4A_7C15) { $0 ^ ($1 &* 31) }).state
             }
-            for (_, c) in m.children { walk(c) }
         }
-        walk(model)
     }
 
     /// Rank 0's batch-norm running statistics (and other buffers) on every rank.
@@ -123,14 +127,19 @@ public final class DataParallel {
 
     // MARK: gradients
 
-    /// The loss of this rank's `localCount` samples (of the global batch's `globalCount`) and the
-    /// gradient of the global batch's mean loss with respect to every trainable parameter, keyed
-    /// as `valueAndGradient(of:)`: backward is seeded with localCount/globalCount and the
-    /// gradients are summed over all ranks, in buckets started while backward runs. `loss` must
-    /// return this rank's mean loss (one element).
-    public func valueAndGradient(of model: Module, localCount: Int, globalCount: Int,
-                                 _ loss: () -> Tensor) -> (value: Tensor, gradients: [String: Tensor]) {
+    /// This rank's share of the global batch's mean loss, and the gradient of that mean loss with
+    /// respect to every trainable parameter, keyed as `valueAndGradient(of:)`: the gradients are
+    /// summed over all ranks, in buckets started while backward runs. `loss` must return this
+    /// rank's share (one element): the sum of its samples' losses divided by the global batch's
+    /// size (`crossEntropy(…divisor:)`), so that every logit gradient is the one a single process
+    /// computes for the same sample.
+    ///
+    /// With batch-invariant reductions on (`withBatchInvariantReductions`), the ranks add the
+    /// float64 partial sums of their gradients instead (`ExactGradientSums`), so that K ranks
+    /// compute the gradient one process computes, independently of how the batch is split.
+    public func valueAndGradient(of model: Module, _ loss: () -> Tensor) -> (value: Tensor, gradients: [String: Tensor]) {
         let (tape, params, watched, value) = recordLoss(of: model, op: "DataParallel.valueAndGradient", loss)
+        if batchInvariantReductions { return exactGradients(tape, params, watched, value) }
 
         let total = params.reduce(0) { $0 + $1.1.value.count }
         if flat == nil || flat!.count != total {
@@ -162,8 +171,7 @@ public final class DataParallel {
             buckets += 1
             bucketStart = cursor
         }
-        let seed = Tensor(Float(Double(localCount) / Double(globalCount)))
-        _ = tape.gradients(of: value, seed: seed, wrt: watched) { k, g in
+        _ = tape.gradients(of: value, wrt: watched) { k, g in
             offsets[k] = cursor
             g.withUnsafePointer { (buffer.baseAddress! + cursor).update(from: $0, count: g.count) }
             cursor += g.count
@@ -186,6 +194,39 @@ public final class DataParallel {
             var t = Tensor(uninitializedShape: p.shape)
             let n = t.count, o = offsets[k]
             t.withUnsafeMutablePointer { $0.update(from: buffer.baseAddress! + o, count: n) }
+            out[key] = t
+        }
+        return (value.detached, out)
+    }
+
+    /// Backward with the float64 partial sums collected, one blocking float64 allreduce of all of
+    /// them, and the sums rounded to float32 (a gradient without a float64 sum, from an op that
+    /// publishes none, joins as its float32 value).
+    private func exactGradients(_ tape: GradientTape, _ params: [(String, Parameter)], _ watched: [Tensor],
+                                _ value: Tensor) -> (value: Tensor, gradients: [String: Tensor]) {
+        let sums = ExactGradientSums()
+        var offsets = [Int](repeating: 0, count: params.count)
+        var exact: [Double] = []
+        exact.reserveCapacity(params.reduce(0) { $0 + $1.1.value.count })
+        sums.collect {
+            _ = tape.gradients(of: value, wrt: watched) { k, g in
+                offsets[k] = exact.count
+                if let partial = sums.take(for: watched[k]), partial.count == g.count {
+                    exact += partial
+                } else {
+                    exact += g.scalars.map(Double.init)
+                }
+            }
+        }
+        let waitStart = Date()
+        exact.withUnsafeMutableBufferPointer { group.allReduce($0, .sum) }
+        gradientWaitSeconds += Date().timeIntervalSince(waitStart)
+        bucketsPerStep = 1
+        var out: [String: Tensor] = [:]
+        for (k, (key, p)) in params.enumerated() {
+            var t = Tensor(uninitializedShape: p.shape)
+            let (o, n) = (offsets[k], t.count)
+            t.withUnsafeMutablePointer { d in for i in 0..<n { d[i] = Float(exact[o + i]) } }
             out[key] = t
         }
         return (value.detached, out)

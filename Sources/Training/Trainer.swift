@@ -39,6 +39,10 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
     public var seed: UInt64 = 0
     /// Also checkpoint every this many steps within an epoch (0: at epoch ends only).
     public var checkpointEvery = 0
+    /// Batch-invariant reductions (`withBatchInvariantReductions`): results that do not depend on
+    /// how each batch is split over processes, so `mpirun -np K` with --sync-bn trains as one
+    /// process does, within 1e-5 over many steps. Slower: convolutions run image by image.
+    public var reproducible = false
 
     public init(epochs: Int, batchSize: Int, learningRate: Float) {
         (self.epochs, self.batchSize, self.learningRate) = (epochs, batchSize, learningRate)
@@ -221,8 +225,17 @@ public final class Trainer {
     /// Trains from the current state to `options.epochs`. Throws `TrainingInterrupted` on SIGINT
     /// (after checkpointing) and `TrainingError` on a non-finite loss (the last checkpoint is kept).
     public func run() throws {
+        try withBatchInvariantReductions(options.reproducible) { try loop() }
+    }
+
+    private func loop() throws {
         if isRoot { try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true) }
         setConvolutionSelection(.deterministic)
+        if options.reproducible && parallel == nil {
+            // The phased batch norm (per-image float64 sums) that data-parallel ranks run, with
+            // nothing to combine.
+            model.visit { ($0 as? BatchNorm2d)?.statisticsReducer = { _ in } }
+        }
         interruptRequested = 0
         let previous = signal(SIGINT) { _ in interruptRequested = 1 }
         // Open MPI's mpirun forwards SIGUSR1 to every rank (and kills the job on SIGINT): the
@@ -257,17 +270,17 @@ public final class Trainer {
                 let lr = schedule.rate(at: Double(epoch) + Double(step) / Double(perEpoch))
                 sgd.learningRate = lr
                 var logits = Tensor(0)
+                // A rank's loss is its share of the global batch's mean (see DataParallel).
+                let divisor = parallel == nil ? batch.labels.count : train.globalBatchCount(index: step)
                 func objective() -> Tensor {
                     logits = model(batch.images)
-                    return crossEntropy(logits: logits, targets: batch.labels, labelSmoothing: options.labelSmoothing)
+                    return crossEntropy(logits: logits, targets: batch.labels, labelSmoothing: options.labelSmoothing, divisor: divisor)
                 }
-                let (loss, grads) = parallel.map {
-                    $0.valueAndGradient(of: model, localCount: batch.labels.count, globalCount: train.globalBatchCount(index: step), objective)
-                } ?? valueAndGradient(of: model, objective)
+                let (loss, grads) = parallel?.valueAndGradient(of: model, objective) ?? valueAndGradient(of: model, objective)
                 var value = loss.item
                 let predicted = logits.detached.argmax()
                 // This step's loss sum, correct count and samples (over all ranks), and whether to stop.
-                var stepLoss = Double(value) * Double(batch.labels.count)
+                var stepLoss = Double(value) * Double(divisor)
                 var stepCorrect = zip(predicted, batch.labels).filter { $0 == $1 }.count, stepSeen = batch.labels.count
                 var stopNow = interruptRequested != 0
                 if let parallel {
@@ -356,8 +369,7 @@ public final class Trainer {
 
 /// Puts every BatchNorm2d in evaluation mode (running statistics used and no longer updated).
 func freezeBatchNorm(_ m: Module) {
-    if let bn = m as? BatchNorm2d { bn.eval() }
-    for (_, c) in m.children { freezeBatchNorm(c) }
+    m.visit { ($0 as? BatchNorm2d)?.eval() }
 }
 
 func formatDuration(_ s: Double) -> String {

@@ -73,7 +73,10 @@ struct Train: ParsableCommand {
             Under Open MPI's mpirun (`mpirun -np K senet train …`) the K processes train one model data-parallel: \
             each takes its part of every global batch of --batch-size samples, gradients are summed with MPI_Allreduce, \
             --sync-bn makes batch norm use the whole batch's statistics (then K processes compute what one does, up to float32 rounding), \
-            and rank 0 alone writes OUT. `kill -USR1` to mpirun checkpoints and stops. See docs/distributed.md.
+            and rank 0 alone writes OUT. `kill -USR1` to mpirun checkpoints and stops. With --reproducible (and --sync-bn) \
+            every sum over a batch is computed so that its result does not depend on how the batch is split, and oneDNN runs one \
+            thread per process: K processes then train as one process does, within 1e-5 over many steps. \
+            See docs/distributed.md.
             """)
 
     @Option(help: "Model name (see `senet models`).") var model: String
@@ -108,10 +111,15 @@ struct Train: ParsableCommand {
     @Option(help: "Reference batch of --lr-scaling linear.") var lrReferenceBatch = 256
     @Flag(help: "Under mpirun: batch norm with the statistics of the whole global batch, summed over the processes (as one process with the global batch).")
     var syncBn = false
+    @Flag(help: "Batch-invariant reductions: results independent of how each batch is split over processes and of thread counts (convolutions image by image on one oneDNN thread, gradient sums in float64); with --sync-bn, mpirun -np K trains as one process does. Slower in one process: use one process per core.")
+    var reproducible = false
     @Option(help: "Under mpirun: megabytes of gradients per MPI_Allreduce bucket.") var bucketMb: Double = 25
     @Option(help: "Under mpirun: seconds a collective may wait for the other processes before the job is stopped.") var mpiTimeout: Double = 600
 
     func run() throws {
+        // oneDNN's per-image results depend on its thread count (our own kernels' do not):
+        // reproducible runs give it one thread in every process.
+        if reproducible { setOpenMPThreads(1) }
         guard let launch = try MPILaunch.detect() else {
             if syncBn { FileHandle.standardError.write(Data("note: --sync-bn has no effect outside mpirun (one process sees the whole batch)\n".utf8)) }
             return try train(parallel: nil)
@@ -123,7 +131,7 @@ struct Train: ParsableCommand {
         if env["OMP_NUM_THREADS"] == nil && env["SENET_NUM_THREADS"] == nil {
             let threads = max(1, ProcessInfo.processInfo.activeProcessorCount / launch.localSize)
             setenv("SENET_NUM_THREADS", "\(threads)", 1)
-            setOpenMPThreads(threads)
+            if !reproducible { setOpenMPThreads(threads) }
         }
         guard mpiTimeout > 0 else { throw ValidationError("--mpi-timeout must be positive") }
         let group = try MPIProcessGroup(timeout: mpiTimeout)
@@ -186,6 +194,7 @@ struct Train: ParsableCommand {
         o.freezeBNEpochs = freezeBnEpochs
         o.seed = seed
         o.checkpointEvery = checkpointEvery
+        o.reproducible = reproducible
         guard let scaling = LRScaling(rawValue: lrScaling) else {
             throw ValidationError("unknown --lr-scaling '\(lrScaling)' (none, linear or paper)")
         }

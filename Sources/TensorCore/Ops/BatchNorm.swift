@@ -106,7 +106,7 @@ private func normalize(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean:
     var inputs = [x]
     if let weight { inputs.append(weight) }
     if let bias { inputs.append(bias) }
-    let xs = x.detached, ws = weight?.detached
+    let xs = x.detached, ws = weight?.detached, bs = bias?.detached
     let hasW = weight != nil
     let syncReducer = training ? reducer : nil, syncCount = count
     let reluOutput: Tensor? = relu ? out.detached : nil  // the ReLU's mask for backward
@@ -120,9 +120,12 @@ private func normalize(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean:
                 sums.withUnsafeMutableBufferPointer { sm in
                     let sdy = sm.baseAddress!, sdyx = sm.baseAddress! + c
                     batchNormBackwardSums(sumDout: sdy, sumDoutCentered: sdyx, dout: pg, inp: px, mean: pm, n: n, c: c, s: s)
+                    let exactW = (0..<c).map { sdyx[$0] * Double(pi[$0]) }, exactB = Array(sm[0..<c])
                     dw.withUnsafeMutablePointer { pdw in db.withUnsafeMutablePointer { pdb in
-                        for ch in 0..<c { pdw[ch] = Float(sdyx[ch] * Double(pi[ch])); pdb[ch] = Float(sdy[ch]) }
+                        for ch in 0..<c { pdw[ch] = Float(exactW[ch]); pdb[ch] = Float(exactB[ch]) }
                     } }
+                    if let ws { ExactGradientSums.publish(exactW, for: ws) }
+                    if let bs { ExactGradientSums.publish(exactB, for: bs) }
                     guard dx != nil else { return }
                     syncReducer(sm)
                     optionalPointer(ws) { pw in

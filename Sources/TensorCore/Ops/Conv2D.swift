@@ -45,12 +45,22 @@ private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, 
     if s.ho < 1 || s.wo < 1 {
         shapeFailure(op, "input \(x.shape) is smaller than the dilated kernel of weight \(weight.shape) with padding \(padding)")
     }
+    // Batch-invariant mode: one image at a time (oneDNN's kernel choice can depend on N).
+    let invariant = batchInvariantReductions && n > 1
+    var one = s
+    one.n = 1
+    let (inStride, outStride) = (c * h * w, o * s.ho * s.wo)
     var out = Tensor(uninitializedShape: [n, o, s.ho, s.wo])
     out.withUnsafeMutablePointer { po in
         x.withUnsafePointer { px in
             weight.withUnsafePointer { pw in
-                if let b = bias { b.withUnsafePointer { conv2dForward(out: po, inp: px, weight: pw, bias: $0, relu: relu, s) } }
-                else { conv2dForward(out: po, inp: px, weight: pw, bias: nil, relu: relu, s) }
+                optionalPointer(bias) { pb in
+                    if invariant {
+                        for i in 0..<n { conv2dForward(out: po + i * outStride, inp: px + i * inStride, weight: pw, bias: pb, relu: relu, one) }
+                    } else {
+                        conv2dForward(out: po, inp: px, weight: pw, bias: pb, relu: relu, s)
+                    }
+                }
             }
         }
     }
@@ -61,14 +71,39 @@ private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, 
     var inputs = [x, weight]
     if let b = bias { inputs.append(b) }
     let (xs, ws) = (x.detached, weight.detached)
+    let bs = bias?.detached
     GradientTape.record(&out, inputs) { g, need in
         var dx: Tensor?, dw: Tensor?, db: Tensor?
         if need[0] {
             var t = Tensor(uninitializedShape: xs.shape)
-            t.withUnsafeMutablePointer { d in g.withUnsafePointer { pg in ws.withUnsafePointer { conv2dBackwardData(dinp: d, dout: pg, weight: $0, s) } } }
+            t.withUnsafeMutablePointer { d in g.withUnsafePointer { pg in ws.withUnsafePointer { pw in
+                if invariant {
+                    for i in 0..<n { conv2dBackwardData(dinp: d + i * inStride, dout: pg + i * outStride, weight: pw, one) }
+                } else {
+                    conv2dBackwardData(dinp: d, dout: pg, weight: pw, s)
+                }
+            } } }
             dx = t
         }
-        if need[1] || (need.count > 2 && need[2]) {
+        if invariant && (need[1] || (need.count > 2 && need[2])) {
+            // Per-image gradients summed in float64, in image order; the sums are published for
+            // data-parallel reduction (BatchInvariance.swift).
+            var sw = [Double](repeating: 0, count: ws.count), sb = [Double](repeating: 0, count: bs == nil ? 0 : o)
+            var tw = Tensor(uninitializedShape: ws.shape), tb = Tensor(uninitializedShape: [bs == nil ? 0 : o])
+            tw.withUnsafeMutablePointer { pdw in tb.withUnsafeMutablePointer { pdb in g.withUnsafePointer { pg in xs.withUnsafePointer { px in
+                for i in 0..<n {
+                    conv2dBackwardWeights(dweight: pdw, dbias: bs == nil ? nil : pdb, inp: px + i * inStride, dout: pg + i * outStride, one)
+                    accumulateDouble(&sw, pdw, n: sw.count)
+                    if bs != nil { accumulateDouble(&sb, pdb, n: o) }
+                }
+            } } } }
+            ExactGradientSums.publish(sw, for: ws)
+            dw = Tensor(shape: ws.shape, rounding: sw)
+            if let bs {
+                ExactGradientSums.publish(sb, for: bs)
+                db = Tensor(shape: [o], rounding: sb)
+            }
+        } else if need[1] || (need.count > 2 && need[2]) {
             var t = Tensor(uninitializedShape: ws.shape)
             var tb = need.count > 2 ? Tensor(uninitializedShape: [o]) : nil
             t.withUnsafeMutablePointer { d in

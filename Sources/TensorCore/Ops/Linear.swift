@@ -10,26 +10,59 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
     }
     let (b, i, o) = (x.shape[0], x.shape[1], weight.shape[0])
     if let bias, bias.shape != [o] { shapeFailure(op, "bias \(bias.shape) does not match weight \(weight.shape)") }
+    // Batch-invariant mode: each row alone (sgemm's blocking can depend on the row count).
+    let invariant = batchInvariantReductions && b > 1
     var out = Tensor(uninitializedShape: [b, o])
     out.withUnsafeMutablePointer { po in
         x.withUnsafePointer { px in
             weight.withUnsafePointer { pw in
-                if let bias { bias.withUnsafePointer { linearForward(out: po, inp: px, weight: pw, bias: $0, b: b, i: i, o: o) } }
-                else { linearForward(out: po, inp: px, weight: pw, bias: nil, b: b, i: i, o: o) }
+                optionalPointer(bias) { pb in
+                    if invariant {
+                        for r in 0..<b { linearForward(out: po + r * o, inp: px + r * i, weight: pw, bias: pb, b: 1, i: i, o: o) }
+                    } else {
+                        linearForward(out: po, inp: px, weight: pw, bias: pb, b: b, i: i, o: o)
+                    }
+                }
             }
         }
     }
     var inputs = [x, weight]
     if let bias { inputs.append(bias) }
-    let (xs, ws) = (x.detached, weight.detached)
+    let (xs, ws, bs) = (x.detached, weight.detached, bias?.detached)
     GradientTape.record(&out, inputs) { g, need in
         var dx: Tensor?, dw: Tensor?, db: Tensor?
         if need[0] {
             var t = Tensor(uninitializedShape: [b, i])
-            t.withUnsafeMutablePointer { d in g.withUnsafePointer { pg in ws.withUnsafePointer { linearBackwardData(dinp: d, dout: pg, weight: $0, b: b, i: i, o: o) } } }
+            t.withUnsafeMutablePointer { d in g.withUnsafePointer { pg in ws.withUnsafePointer { pw in
+                if invariant {
+                    for r in 0..<b { linearBackwardData(dinp: d + r * i, dout: pg + r * o, weight: pw, b: 1, i: i, o: o) }
+                } else {
+                    linearBackwardData(dinp: d, dout: pg, weight: pw, b: b, i: i, o: o)
+                }
+            } } }
             dx = t
         }
-        if need[1] || (need.count > 2 && need[2]) {
+        if invariant && (need[1] || (need.count > 2 && need[2])) {
+            // Σ_rows dout ⊗ inp in float64 (each float32 product is exact there), in row order;
+            // the sums are published for data-parallel reduction (BatchInvariance.swift).
+            var sw = [Double](repeating: 0, count: o * i), sb = [Double](repeating: 0, count: o)
+            g.withUnsafePointer { pg in xs.withUnsafePointer { px in sw.withUnsafeMutableBufferPointer { w in
+                for r in 0..<b {
+                    for j in 0..<o {
+                        let d = Double(pg[r * o + j])
+                        sb[j] += d
+                        let row = w.baseAddress! + j * i, xr = px + r * i
+                        for k in 0..<i { row[k] += d * Double(xr[k]) }
+                    }
+                }
+            } } }
+            ExactGradientSums.publish(sw, for: ws)
+            dw = Tensor(shape: [o, i], rounding: sw)
+            if let bs {
+                ExactGradientSums.publish(sb, for: bs)
+                db = Tensor(shape: [o], rounding: sb)
+            }
+        } else if need[1] || (need.count > 2 && need[2]) {
             var t = Tensor(uninitializedShape: [o, i])
             var tb = need.count > 2 ? Tensor(uninitializedShape: [o]) : nil
             t.withUnsafeMutablePointer { d in
