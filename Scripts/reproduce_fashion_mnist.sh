@@ -18,7 +18,7 @@ SENET=${SENET:-.build/release/senet}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 mkdir -p "$OUT"
 plots=()
-for model in resnet20 seresnet20; do
+for model in ${MODELS:-resnet20 seresnet20}; do
   for seed in $SEEDS; do
     dir="$OUT/$model-seed$seed"
     if [ ! -f "$dir/eval.json" ]; then
@@ -29,6 +29,9 @@ for model in resnet20 seresnet20; do
     plots+=("$model seed $seed=$dir/metrics.jsonl")
   done
 done
+# REPORT=0: train and evaluate only (e.g. two instances side by side, MODELS=resnet20 and
+# MODELS=seresnet20 with OMP_NUM_THREADS=1 each), then run once more without it for the report.
+[ "${REPORT:-1}" = 0 ] && exit 0
 "$SENET" plot "${plots[@]}" --out docs/reproduction-curves.svg \
   --title "Fashion-MNIST, $EPOCHS epochs on $LIMIT training images: ResNet-20 vs SE-ResNet-20, 3 seeds each"
 python3 - "$OUT" "$EPOCHS" "$LIMIT" "$SEEDS" <<'PY'
