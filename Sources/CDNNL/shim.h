@@ -15,10 +15,3 @@ static const int senet_arg_from = DNNL_ARG_FROM;
 static const int senet_arg_to = DNNL_ARG_TO;
 static const int senet_arg_scratchpad = DNNL_ARG_SCRATCHPAD;
 
-// glibc's heap policy for large blocks (see TensorStorage): keep freed memory for reuse instead
-// of returning every large block to the kernel.
-#include <malloc.h>
-static inline void senet_keep_freed_memory(void) {
-    mallopt(M_MMAP_THRESHOLD, 1 << 30);
-    mallopt(M_TRIM_THRESHOLD, 0x7fffffff);
-}

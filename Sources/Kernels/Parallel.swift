@@ -31,5 +31,3 @@ public func parallelRanges(_ count: Int, costPerItem: Int = 1, _ body: (Range<In
     }
 }
 
-/// Keeps large freed blocks in the process heap for reuse (glibc mallopt; see TensorStorage).
-public func keepFreedMemory() { senet_keep_freed_memory() }

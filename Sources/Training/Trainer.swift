@@ -236,6 +236,7 @@ public final class Trainer {
             // nothing to combine.
             model.visit { ($0 as? BatchNorm2d)?.statisticsReducer = { _ in } }
         }
+        defer { if options.reproducible && parallel == nil { model.visit { ($0 as? BatchNorm2d)?.statisticsReducer = nil } } }
         interruptRequested = 0
         let previous = signal(SIGINT) { _ in interruptRequested = 1 }
         // Open MPI's mpirun forwards SIGUSR1 to every rank (and kills the job on SIGINT): the
