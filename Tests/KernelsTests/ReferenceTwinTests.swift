@@ -48,19 +48,28 @@ private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         var y = nans(s.outputCount), yb = nans(s.outputCount)
         conv2dForward(out: &y, inp: x, weight: w, bias: nil, s)
         conv2dForward(out: &yb, inp: x, weight: w, bias: b, s)
-        expectClose(y, Reference.conv2dForward(inp: x, weight: w, bias: nil, s), rtol: 1e-4, atol: 1e-5, "\(label) forward")
-        expectClose(yb, Reference.conv2dForward(inp: x, weight: w, bias: b, s), rtol: 1e-4, atol: 1e-5, "\(label) forward+bias")
+        /// oneDNN's Winograd F(4×4, 3×3), when the autotuner picks it, errs by about 1e-6 of the
+        /// result's scale (ConvCandidateAccuracyTests); 1e-5 absolute is tighter than that here.
+        func atol(_ pass: ConvPass, _ ref: [Float], bias: Bool = false) -> Float {
+            let wino = conv2dImplementation(s, pass: pass, bias: bias)?.hasPrefix("jit_wino") ?? false
+            return wino ? max(1e-5, 5e-6 * ref.map(abs).max()!) : 1e-5
+        }
+        let refY = Reference.conv2dForward(inp: x, weight: w, bias: nil, s)
+        let refYb = Reference.conv2dForward(inp: x, weight: w, bias: b, s)
+        expectClose(y, refY, rtol: 1e-4, atol: atol(.forward, refY), "\(label) forward")
+        expectClose(yb, refYb, rtol: 1e-4, atol: atol(.forward, refYb, bias: true), "\(label) forward+bias")
 
         var dx = nans(s.inputCount)
         conv2dBackwardData(dinp: &dx, dout: dy, weight: w, s)
-        expectClose(dx, Reference.conv2dBackwardData(dout: dy, weight: w, s), rtol: 1e-4, atol: 1e-5, "\(label) backwardData")
+        let refDx = Reference.conv2dBackwardData(dout: dy, weight: w, s)
+        expectClose(dx, refDx, rtol: 1e-4, atol: atol(.backwardData, refDx), "\(label) backwardData")
 
         let ref = Reference.conv2dBackwardWeights(inp: x, dout: dy, s)
         var dw = nans(s.weightCount), dw2 = nans(s.weightCount), db = nans(s.o)
         conv2dBackwardWeights(dweight: &dw, dbias: &db, inp: x, dout: dy, s)
         conv2dBackwardWeights(dweight: &dw2, dbias: nil, inp: x, dout: dy, s)
-        expectClose(dw, ref.dweight, rtol: 1e-4, atol: 1e-5, "\(label) dweight")
-        expectClose(dw2, ref.dweight, rtol: 1e-4, atol: 1e-5, "\(label) dweight (no bias)")
+        expectClose(dw, ref.dweight, rtol: 1e-4, atol: atol(.backwardWeights, ref.dweight, bias: true), "\(label) dweight")
+        expectClose(dw2, ref.dweight, rtol: 1e-4, atol: atol(.backwardWeights, ref.dweight), "\(label) dweight (no bias)")
         expectClose(db, ref.dbias, rtol: 1e-4, atol: 1e-5, "\(label) dbias")
     }
 
