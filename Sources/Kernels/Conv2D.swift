@@ -194,7 +194,13 @@ func convCandidates(_ key: ConvKey, policy: ConvLayoutPolicy) -> [KernelPlan] {
 /// timing both on the caller's buffers.
 private func convExecute(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer]) {
     if let plan = convPlans.cached(key) {
-        plan.execute(pointers)
+        if let profile = ConvProfile.shared {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            plan.execute(pointers)
+            profile.add(key, plan.impl, DispatchTime.now().uptimeNanoseconds - t0)
+        } else {
+            plan.execute(pointers)
+        }
         return
     }
     if convDebug { FileHandle.standardError.write(Data("conv2d \(key.shape) \(key.pass): tuning\n".utf8)) }
@@ -209,11 +215,16 @@ private func convExecute(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer]) 
         best = candidates.first { $0.impl.hasPrefix("jit_wino") && winogradWins(key.shape) }
             ?? candidates[candidates.count - 1]
     } else if candidates.count > 1 {
-        // Two warm-up runs each (JIT, page faults), then five rounds that visit the candidates in
-        // turn; each keeps its fastest run, the estimate least disturbed by other work.
+        // Two warm-up runs each (JIT, page faults), then rounds that visit the candidates in turn;
+        // each keeps its fastest run, the estimate least disturbed by other work. At least five
+        // rounds, and more (up to 25) while the rounds have lasted under 60 ms: on a shared
+        // machine five runs of a sub-millisecond kernel can all land in one burst of other work
+        // (a 1.4 ms GEMM once lost to a 2.2 ms blocked kernel that way).
         for p in candidates { p.execute(pointers); p.execute(pointers) }
         var fastest = [Double](repeating: .infinity, count: candidates.count)
-        for _ in 0..<5 {
+        let start = DispatchTime.now().uptimeNanoseconds
+        for round in 0..<25 {
+            if round >= 5 && DispatchTime.now().uptimeNanoseconds - start > 60_000_000 { break }
             for (i, p) in candidates.enumerated() {
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 p.execute(pointers)
@@ -228,6 +239,38 @@ private func convExecute(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer]) 
     }
     best.execute(pointers)
     convPlans.store(key, best)
+}
+
+/// SENET_CONV_PROFILE=1: the time spent in each planned convolution (reorders at its edges
+/// included; first calls, which tune, excluded), printed to stderr by shape, pass and
+/// implementation when the process exits, largest first.
+final class ConvProfile: @unchecked Sendable {
+    static let shared: ConvProfile? = ProcessInfo.processInfo.environment["SENET_CONV_PROFILE"] == nil ? nil : ConvProfile()
+    private let lock = NSLock()
+    private var totals: [String: (calls: Int, ns: UInt64)] = [:]
+
+    private init() {
+        atexit { ConvProfile.shared?.report() }
+    }
+
+    func add(_ key: ConvKey, _ impl: String, _ ns: UInt64) {
+        let label = "\(key.shape) \(key.pass)\(key.bias ? " +bias" : "")\(key.relu ? " +relu" : "") \(impl)"
+        lock.lock()
+        defer { lock.unlock() }
+        let t = totals[label, default: (0, 0)]
+        totals[label] = (t.calls + 1, t.ns + ns)
+    }
+
+    func report() {
+        lock.lock()
+        defer { lock.unlock() }
+        let all = Double(totals.values.reduce(0) { $0 + $1.ns })
+        var out = String(format: "convolutions: %.1f ms in %d calls\n", all / 1e6, totals.values.reduce(0) { $0 + $1.calls })
+        for (label, t) in totals.sorted(by: { $0.value.ns > $1.value.ns }) {
+            out += String(format: "%10.1f ms %5.1f%% %6d  ", Double(t.ns) / 1e6, 100 * Double(t.ns) / max(all, 1), t.calls) + label + "\n"
+        }
+        FileHandle.standardError.write(Data(out.utf8))
+    }
 }
 
 /// The oneDNN implementation chosen for a shape and pass (for benchmarks and diagnostics), or nil
