@@ -65,6 +65,8 @@ excitations:
 ## bench: our convolution timings beside PyTorch's (same machine, same run), into docs/performance.md.
 ## ROUNDS rounds alternate ours and PyTorch so that noise hits both; the table keeps medians.
 ROUNDS ?= 3
+## The machine's description in the tables: CPU model, widest vector extension, cores.
+MACHINE = $$(lscpu | sed -n 's/^Model name: *//p') ($$(grep -qw avx512f /proc/cpuinfo && echo AVX-512 || echo AVX2)), $$(nproc) cores
 bench: deps $(BENCH_VENV)/ok
 	swift build $(SWIFT_FLAGS) --scratch-path .build-bench --product senet-bench
 	mkdir -p bench-out
@@ -75,7 +77,7 @@ bench: deps $(BENCH_VENV)/ok
 		OMP_NUM_THREADS=2 $(BENCH_VENV)/bin/python Scripts/bench_torch.py --threads 2 --json >> bench-out/torch.jsonl; \
 	done
 	$(PYTHON) Scripts/perf_table.py bench-out/ours.jsonl bench-out/torch.jsonl --out docs/performance.md \
-		--machine "$$(lscpu | sed -n 's/^Model name: *//p'), $$(nproc) cores, 2 threads"
+		--machine "$(MACHINE), 2 threads"
 	$(MAKE) bench-models
 
 ## bench-models: whole networks (SE-ResNet-50 inference at batch 1 and 16, training at 16; CIFAR
@@ -85,7 +87,7 @@ bench-models: deps $(BENCH_VENV)/ok
 	swift build $(SWIFT_FLAGS) --scratch-path .build-bench --product senet
 	swift build $(SWIFT_FLAGS) --scratch-path .build-bench --product senet-bench
 	$(BENCH_VENV)/bin/python Scripts/bench_models.py --senet .build-bench/release/senet --rounds $(ROUNDS) \
-		--machine "$$(lscpu | sed -n 's/^Model name: *//p'), $$(nproc) cores"
+		--machine "$(MACHINE)"
 
 $(BENCH_VENV)/ok: Scripts/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)

@@ -169,8 +169,9 @@ def main():
     section = "\n".join(lines) + "\n"
     print(section)
     text = open(args.out).read() if os.path.exists(args.out) else "# Performance\n\n"
-    if "## Whole networks" in text:
-        text = re.sub(r"## Whole networks\n.*?(?=\n## |\Z)", section.rstrip("\n") + "\n", text, flags=re.S)
+    # A line that is exactly the section's heading (the notes have a "### Whole networks: …").
+    if re.search(r"^## Whole networks$", text, flags=re.M):
+        text = re.sub(r"^## Whole networks\n.*?(?=\n## |\Z)", section.rstrip("\n") + "\n", text, flags=re.S | re.M)
     else:
         marker = "\n## Results"
         text = text.replace(marker, "\n" + section + marker, 1) if marker in text else text + "\n" + section

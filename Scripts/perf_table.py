@@ -160,7 +160,7 @@ def main(argv=None):
             notes = f.read().strip()
 
     doc = "\n".join([
-        "# Performance: convolution vs PyTorch (CPU)",
+        "# Performance: SENet in Swift vs PyTorch and ONNX Runtime (CPU)",
         "",
         f"- Machine: {args.machine}",
         f"- Date: {today}",

@@ -66,6 +66,13 @@ public final class ExactGradientSums {
         sums.removeValue(forKey: ObjectIdentifier(parameter.storage))
     }
 
+    /// Publishes `sums` for `parameter` and returns their float32 rounding: the parameter's
+    /// gradient, of its shape.
+    static func gradient(_ sums: [Double], for parameter: Tensor) -> Tensor {
+        publish(sums, for: parameter)
+        return Tensor(shape: parameter.shape, rounding: sums)
+    }
+
     static func publish(_ values: [Double], for parameter: Tensor) {
         guard let sink = current else { return }
         let key = ObjectIdentifier(parameter.storage)

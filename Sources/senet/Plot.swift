@@ -85,9 +85,11 @@ struct Plot: ParsableCommand {
             legend += "<line x1='\(pad)' x2='\(pad + 24)' y1='\(y - 4)' y2='\(y - 4)' stroke='\(colors[i % colors.count])' stroke-width='2'/>"
             legend += "<text x='\(pad + 30)' y='\(y)' font-size='11'>\(esc(s.label))</text>\n"
         }
-        let total = h + 20 + Double(series.count) * 16
+        // The panels and legend sit below a band that holds the figure's title alone.
+        let band = 24.0
+        let total = band + h + 20 + Double(series.count) * 16
         return "<svg xmlns='http://www.w3.org/2000/svg' width='\(2 * w)' height='\(total)' font-family='sans-serif'>\n"
-            + "<rect width='100%' height='100%' fill='white'/>\n<text x='\(w)' y='12' text-anchor='middle' font-size='12' fill='#555'>\(esc(title))</text>\n"
-            + body + legend + "</svg>\n"
+            + "<rect width='100%' height='100%' fill='white'/>\n<text x='\(w)' y='16' text-anchor='middle' font-size='13' font-weight='bold' fill='#333'>\(esc(title))</text>\n"
+            + "<g transform='translate(0,\(band))'>\n" + body + legend + "</g>\n</svg>\n"
     }
 }

@@ -89,20 +89,24 @@ private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, 
             // Per-image gradients summed in float64, in image order; the sums are published for
             // data-parallel reduction (BatchInvariance.swift).
             var sw = [Double](repeating: 0, count: ws.count), sb = [Double](repeating: 0, count: bs == nil ? 0 : o)
-            var tw = Tensor(uninitializedShape: ws.shape), tb = Tensor(uninitializedShape: [bs == nil ? 0 : o])
-            tw.withUnsafeMutablePointer { pdw in tb.withUnsafeMutablePointer { pdb in g.withUnsafePointer { pg in xs.withUnsafePointer { px in
+            var tw = Tensor(uninitializedShape: ws.shape)
+            var tb: Tensor? = bs == nil ? nil : Tensor(uninitializedShape: [o])
+            tw.withUnsafeMutablePointer { pdw in g.withUnsafePointer { pg in xs.withUnsafePointer { px in
                 for i in 0..<n {
-                    conv2dBackwardWeights(dweight: pdw, dbias: bs == nil ? nil : pdb, inp: px + i * inStride, dout: pg + i * outStride, one)
+                    let (inp, dout) = (px + i * inStride, pg + i * outStride)
+                    if tb != nil {
+                        tb!.withUnsafeMutablePointer { pdb in
+                            conv2dBackwardWeights(dweight: pdw, dbias: pdb, inp: inp, dout: dout, one)
+                            accumulateDouble(&sb, pdb, n: o)
+                        }
+                    } else {
+                        conv2dBackwardWeights(dweight: pdw, dbias: nil, inp: inp, dout: dout, one)
+                    }
                     accumulateDouble(&sw, pdw, n: sw.count)
-                    if bs != nil { accumulateDouble(&sb, pdb, n: o) }
                 }
-            } } } }
-            ExactGradientSums.publish(sw, for: ws)
-            dw = Tensor(shape: ws.shape, rounding: sw)
-            if let bs {
-                ExactGradientSums.publish(sb, for: bs)
-                db = Tensor(shape: [o], rounding: sb)
-            }
+            } } }
+            dw = ExactGradientSums.gradient(sw, for: ws)
+            if let bs { db = ExactGradientSums.gradient(sb, for: bs) }
         } else if need[1] || (need.count > 2 && need[2]) {
             var t = Tensor(uninitializedShape: ws.shape)
             var tb = need.count > 2 ? Tensor(uninitializedShape: [o]) : nil

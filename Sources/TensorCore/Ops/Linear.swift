@@ -56,12 +56,8 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
                     }
                 }
             } } }
-            ExactGradientSums.publish(sw, for: ws)
-            dw = Tensor(shape: [o, i], rounding: sw)
-            if let bs {
-                ExactGradientSums.publish(sb, for: bs)
-                db = Tensor(shape: [o], rounding: sb)
-            }
+            dw = ExactGradientSums.gradient(sw, for: ws)
+            if let bs { db = ExactGradientSums.gradient(sb, for: bs) }
         } else if need[1] || (need.count > 2 && need[2]) {
             var t = Tensor(uninitializedShape: [o, i])
             var tb = need.count > 2 ? Tensor(uninitializedShape: [o]) : nil
