@@ -238,6 +238,34 @@ public func scaleAddReLUPlanes(out: UnsafeMutablePointer<Float>, x: UnsafePointe
     }
 }
 
+/// The backward pass of `scaleAddReLUPlanes`, given the output it wrote: dr = dout where
+/// out > 0, else 0 (the ReLU's gradient, which is also the residual's), and dx = dr · s[p], in
+/// one pass. The scale's gradient, Σ_i dr[p, i] · x[p, i], is `dotPlanes(dr, x)`.
+public func scaleAddReLUBackwardPlanes(dx: UnsafeMutablePointer<Float>, dr: UnsafeMutablePointer<Float>,
+                                       dout: UnsafePointer<Float>, out: UnsafePointer<Float>,
+                                       s: UnsafePointer<Float>, planes: Int, size: Int) {
+    let zero = SIMD8<Float>(repeating: 0)
+    parallelRanges(planes, costPerItem: size * 2) { range in
+        for p in range {
+            let sv = SIMD8<Float>(repeating: s[p]), sc = s[p]
+            let go = dout + p * size, oo = out + p * size, dro = dr + p * size, dxo = dx + p * size
+            var i = 0
+            while i + 8 <= size {
+                let d = load8(go, i).replacing(with: zero, where: load8(oo, i) .<= zero)
+                UnsafeMutableRawPointer(dro + i).storeBytes(of: d, as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(dxo + i).storeBytes(of: d * sv, as: SIMD8<Float>.self)
+                i += 8
+            }
+            while i < size {
+                let d: Float = oo[i] <= 0 ? 0 : go[i]
+                dro[i] = d
+                dxo[i] = d * sc
+                i += 1
+            }
+        }
+    }
+}
+
 /// In place, plane p of `planes` planes of `size`: y = y + bias[p], then max(·, 0) with `relu`
 /// (NaN kept): a convolution's epilogue.
 public func biasReLUPlanes(_ y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, relu: Bool, planes: Int, size: Int) {

@@ -38,7 +38,7 @@ public final class CIFARBasicBlock: Module {
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
         var h = bn2(conv2(bn1(conv1(x), relu: true)))
-        if let se, InferenceEngine.isFusing {
+        if let se {
             return se.scaledAddReLU(h, residual: zeroPadShortcut(x, outChannels: outChannels, stride: stride))
         }
         if let se { h = se(h) }

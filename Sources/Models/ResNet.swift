@@ -200,7 +200,7 @@ public final class ResidualBlock: Module {
             if placement == .after3x3, let se { h = se(h) }
             h = bn3(conv3(h))
         }
-        if placement == .standard, let se, InferenceEngine.isFusing {
+        if placement == .standard, let se {
             return se.scaledAddReLU(h, residual: downsample?(x) ?? x)
         }
         if placement == .standard, let se { h = se(h) }

@@ -104,9 +104,11 @@ public final class SqueezeExcitation: Module {
     }
 
     /// relu(self(x) + residual), the end of an SE residual block: one fused pass over memory
-    /// under an `InferenceEngine`, the composed (differentiable) ops otherwise.
+    /// (forward and backward) under an `InferenceEngine` and while training; the composed ops
+    /// in plain evaluation (the engine's `--no-fuse` reference) and when excitations are captured.
     public func scaledAddReLU(_ x: Tensor, residual: Tensor) -> Tensor {
-        guard InferenceEngine.isFusing, ActivationCapture.current == nil else { return relu(self(x) + residual) }
+        guard InferenceEngine.isFusing || x.isTracked || residual.isTracked, ActivationCapture.current == nil
+        else { return relu(self(x) + residual) }
         return seScaleAddReLU(x, scale: excitation(x), residual: residual)
     }
 

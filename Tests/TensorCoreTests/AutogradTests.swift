@@ -100,3 +100,34 @@ struct AutogradTests {
         }
     }
 }
+
+/// The fused end of an SE residual block against the composed ops it replaces in training:
+/// relu(x · s + r). The composed ops are checked against PyTorch fixtures; the fused op must give
+/// the same output and the same three gradients bit for bit (same products and sums, same order).
+@Suite("Fused SE scale + residual add + ReLU")
+struct FusedSEScaleAddReLUTests {
+    @Test(arguments: [[2, 5, 3, 7], [3, 4, 4, 4], [1, 16, 1, 1]])
+    func bitIdenticalToTheComposedOps(_ shape: [Int]) {
+        let x = Tensor.randomNormal(shape, seed: 1)
+        var r = Tensor.randomNormal(shape, seed: 2)
+        // Exact zeros of x·s + r (the ReLU's kink) and NaN-free ties: r = −x·s on some elements.
+        let s = Tensor.randomUniform([shape[0], shape[1], 1, 1], low: 0, high: 1, seed: 3)
+        var rs = r.scalars
+        let (xs, ss, per) = (x.scalars, s.scalars, shape[2] * shape[3])
+        for i in stride(from: 0, to: rs.count, by: 5) { rs[i] = -(xs[i] * ss[i / per]) }
+        r = Tensor(shape: shape, scalars: rs)
+        // A weighted sum, so that every element's gradient differs.
+        let w = Tensor.randomNormal(shape, seed: 4)
+        let (vf, gf) = valueAndGradient(at: [x, s, r]) { (seScaleAddReLU($0[0], scale: $0[1], residual: $0[2]) * w).sum() }
+        let (vc, gc) = valueAndGradient(at: [x, s, r]) { (relu($0[0] * $0[1] + $0[2]) * w).sum() }
+        #expect(vf.item == vc.item)
+        for (i, name) in ["x", "scale", "residual"].enumerated() {
+            #expect(gf[i].shape == gc[i].shape, "\(name)")
+            #expect(gf[i].scalars == gc[i].scalars, "\(name) gradient differs")
+        }
+        // And against hand-computed values: d/dr = w where x·s + r > 0.
+        let pre = (0..<xs.count).map { xs[$0] * ss[$0 / per] + rs[$0] }
+        let expectedDr = zip(pre, w.scalars).map { $0 > 0 ? $1 : 0 }
+        #expect(gf[2].scalars == expectedDr)
+    }
+}

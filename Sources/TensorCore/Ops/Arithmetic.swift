@@ -233,11 +233,11 @@ func mulGrad(_ g: Tensor, other: Tensor, target: [Int]) -> Tensor {
 }
 
 /// relu(x · s + residual) for x, residual [N, C, H, W] and s [N, C, 1, 1] (or [N, C]): the end of
-/// an SE residual block in one pass over memory instead of three. Inference only: while a tape
-/// records, it is computed from the differentiable ops instead, so gradients are unchanged.
+/// an SE residual block in one pass over memory instead of three, with a backward pass that
+/// reads the incoming gradient, the output and x once to write the gradients of x and of the
+/// residual. Results and gradients are bit-identical to `relu(x * s + residual)`'s.
 public func seScaleAddReLU(_ x: Tensor, scale s: Tensor, residual: Tensor) -> Tensor {
     let op = "seScaleAddReLU"
-    if GradientTape.isRecording(x, s, residual) { return relu(x * s + residual) }
     guard x.rank == 4, residual.shape == x.shape, s.count == x.shape[0] * x.shape[1] else {
         shapeFailure(op, "x \(x.shape), scale \(s.shape), residual \(residual.shape): expected x and residual N×C×H×W and scale N×C")
     }
@@ -247,6 +247,25 @@ public func seScaleAddReLU(_ x: Tensor, scale s: Tensor, residual: Tensor) -> Te
         x.withUnsafePointer { px in s.withUnsafePointer { ps in residual.withUnsafePointer {
             scaleAddReLUPlanes(out: o, x: px, s: ps, residual: $0, planes: planes, size: size)
         } } }
+    }
+    guard GradientTape.isRecording(x, s, residual) else { return out }
+    let (xs, ss, result) = (x.detached, s.detached, out.detached)
+    GradientTape.record(&out, [x, s, residual]) { g, need in
+        var dx = Tensor(uninitializedShape: xs.shape), dr = Tensor(uninitializedShape: xs.shape)
+        dx.withUnsafeMutablePointer { pdx in dr.withUnsafeMutablePointer { pdr in
+            g.withUnsafePointer { pg in result.withUnsafePointer { po in ss.withUnsafePointer { ps in
+                scaleAddReLUBackwardPlanes(dx: pdx, dr: pdr, dout: pg, out: po, s: ps, planes: planes, size: size)
+            } } }
+        } }
+        var ds: Tensor?
+        if need[1] {
+            var t = Tensor(uninitializedShape: ss.shape)
+            t.withUnsafeMutablePointer { o in dr.withUnsafePointer { pdr in xs.withUnsafePointer {
+                dotPlanes(out: o, a: pdr, b: $0, planes: planes, size: size)
+            } } }
+            ds = t
+        }
+        return [need[0] ? dx : nil, ds, need[2] ? dr : nil]
     }
     return out
 }
