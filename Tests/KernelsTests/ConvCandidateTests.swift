@@ -6,6 +6,52 @@
 import Testing
 import _TestSupport
 
+/// Runs `plan` on copies of `arrays` and returns the copies afterwards.
+private func run(_ plan: KernelPlan, _ arrays: [[Float]]) -> [[Float]] {
+    let bufs = arrays.map { a -> UnsafeMutablePointer<Float> in
+        let p = UnsafeMutablePointer<Float>.allocate(capacity: a.count)
+        p.initialize(from: a, count: a.count)
+        return p
+    }
+    defer { bufs.forEach { $0.deallocate() } }
+    plan.execute(bufs.map { UnsafeMutableRawPointer($0) })
+    return zip(bufs, arrays).map { Array(UnsafeBufferPointer(start: $0, count: $1.count)) }
+}
+
+/// `count` values uniform in [−1, 1) from a 64-bit LCG with the given state.
+private func lcgUniform(_ count: Int, state: inout UInt64) -> [Float] {
+    (0..<count).map { _ in
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        return Float(state >> 40) / Float(1 << 23) - 1
+    }
+}
+
+/// A 3×3, padding-1, stride-1 convolution computed directly in float64: the output, the input
+/// gradient and the weight gradient for the output gradient `dy`.
+private func float64Conv3x3(_ s: Conv2DShape, x: [Float], w: [Float], dy: [Float]) -> (y: [Double], dx: [Double], dw: [Double]) {
+    var y = [Double](repeating: 0, count: s.outputCount), dx = [Double](repeating: 0, count: s.inputCount)
+    var dw = [Double](repeating: 0, count: s.weightCount)
+    for n in 0..<s.n { for o in 0..<s.o { for i in 0..<s.h { for j in 0..<s.w {
+        var acc = 0.0
+        let g = Double(dy[((n * s.o + o) * s.h + i) * s.w + j])
+        for c in 0..<s.c { for a in 0..<3 { for b in 0..<3 {
+            let (yy, xx) = (i + a - 1, j + b - 1)
+            guard yy >= 0, yy < s.h, xx >= 0, xx < s.w else { continue }
+            let wi = ((o * s.c + c) * 3 + a) * 3 + b, xi = ((n * s.c + c) * s.h + yy) * s.w + xx
+            acc += Double(w[wi]) * Double(x[xi])
+            dx[xi] += Double(w[wi]) * g
+            dw[wi] += Double(x[xi]) * g
+        } } }
+        y[((n * s.o + o) * s.h + i) * s.w + j] = acc
+    } } } }
+    return (y, dx, dw)
+}
+
+/// max |a − b| relative to max |b|.
+private func relativeError(_ a: [Float], _ b: [Double]) -> Double {
+    zip(a, b).map { abs(Double($0) - $1) }.max()! / b.map(abs).max()!
+}
+
 @Suite struct ConvCandidateTests {
     static let shapes: [Conv2DShape] = [
         .init(n: 2, c: 32, h: 7, w: 7, o: 48, kh: 1, kw: 1),
@@ -27,23 +73,12 @@ import _TestSupport
     func everyCandidateMatchesTheReference(_ s: Conv2DShape) {
         func rand(_ n: Int, _ seed: UInt64) -> [Float] {
             var st = seed
-            return (0..<n).map { _ in st = st &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407; return Float(st >> 40) / Float(1 << 23) - 1 }
+            return lcgUniform(n, state: &st)
         }
         let x = rand(s.inputCount, 1), w = rand(s.weightCount, 2), b = rand(s.o, 3), dy = rand(s.outputCount, 4)
         let refY = Reference.conv2dForward(inp: x, weight: w, bias: b, s)
         let refDx = Reference.conv2dBackwardData(dout: dy, weight: w, s)
         let refDw = Reference.conv2dBackwardWeights(inp: x, dout: dy, s)
-        /// Runs `plan` on copies of `arrays` and returns the copies afterwards.
-        func run(_ plan: KernelPlan, _ arrays: [[Float]]) -> [[Float]] {
-            let bufs = arrays.map { a -> UnsafeMutablePointer<Float> in
-                let p = UnsafeMutablePointer<Float>.allocate(capacity: a.count)
-                p.initialize(from: a, count: a.count)
-                return p
-            }
-            defer { bufs.forEach { $0.deallocate() } }
-            plan.execute(bufs.map { UnsafeMutableRawPointer($0) })
-            return zip(bufs, arrays).map { Array(UnsafeBufferPointer(start: $0, count: $1.count)) }
-        }
         func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         /// oneDNN's Winograd F(4×4, 3×3) errs by about 1e-6 of the result's scale (see
         /// ConvCandidateAccuracyTests), more than 1e-5 absolute on these outputs of magnitude ~20.
@@ -89,37 +124,14 @@ import _TestSupport
     @Test func withinAFewULPsOfFloat64() {
         let s = Conv2DShape(n: 2, c: 96, h: 11, w: 10, o: 40, kh: 3, kw: 3, ph: 1, pw: 1)
         var st: UInt64 = 7
-        func r() -> Float { st = st &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407; return Float(st >> 40) / Float(1 << 23) - 1 }
-        let x = (0..<s.inputCount).map { _ in r() }, w = (0..<s.weightCount).map { _ in r() }
-        let dy = (0..<s.outputCount).map { _ in r() }
-        var y64 = [Double](repeating: 0, count: s.outputCount), dx64 = [Double](repeating: 0, count: s.inputCount)
-        for n in 0..<s.n { for o in 0..<s.o { for i in 0..<s.h { for j in 0..<s.w {
-            var acc = 0.0
-            for c in 0..<s.c { for a in 0..<3 { for b in 0..<3 {
-                let (yy, xx) = (i + a - 1, j + b - 1)
-                guard yy >= 0, yy < s.h, xx >= 0, xx < s.w else { continue }
-                let wv = Double(w[((o * s.c + c) * 3 + a) * 3 + b])
-                acc += wv * Double(x[((n * s.c + c) * s.h + yy) * s.w + xx])
-                dx64[((n * s.c + c) * s.h + yy) * s.w + xx] += wv * Double(dy[((n * s.o + o) * s.h + i) * s.w + j])
-            } } }
-            y64[((n * s.o + o) * s.h + i) * s.w + j] = acc
-        } } } }
-        func run(_ pass: ConvPass, _ inputs: [[Float]], outCount: Int) -> [Float] {
-            let plan = WinogradPlan(ConvKey(shape: s, pass: pass, bias: false))
-            let bufs = (inputs + [[Float](repeating: .nan, count: outCount)]).map { a -> UnsafeMutablePointer<Float> in
-                let p = UnsafeMutablePointer<Float>.allocate(capacity: a.count)
-                p.initialize(from: a, count: a.count)
-                return p
-            }
-            defer { bufs.forEach { $0.deallocate() } }
-            plan.execute(bufs.map { UnsafeMutableRawPointer($0) })
-            return Array(UnsafeBufferPointer(start: bufs.last!, count: outCount))
+        let x = lcgUniform(s.inputCount, state: &st), w = lcgUniform(s.weightCount, state: &st)
+        let dy = lcgUniform(s.outputCount, state: &st)
+        let ref = float64Conv3x3(s, x: x, w: w, dy: dy)
+        func winograd(_ pass: ConvPass, _ inputs: [[Float]], outCount: Int) -> [Float] {
+            run(WinogradPlan(ConvKey(shape: s, pass: pass, bias: false)), inputs + [[Float](repeating: .nan, count: outCount)]).last!
         }
-        func relErr(_ a: [Float], _ b: [Double]) -> Double {
-            zip(a, b).map { abs(Double($0) - $1) }.max()! / b.map(abs).max()!
-        }
-        let ey = relErr(run(.forward, [x, w], outCount: s.outputCount), y64)
-        let edx = relErr(run(.backwardData, [dy, w], outCount: s.inputCount), dx64)
+        let ey = relativeError(winograd(.forward, [x, w], outCount: s.outputCount), ref.y)
+        let edx = relativeError(winograd(.backwardData, [dy, w], outCount: s.inputCount), ref.dx)
         #expect(ey < 1e-6, "forward: \(ey)")
         #expect(edx < 1e-6, "backward-data: \(edx)")
     }
@@ -133,40 +145,18 @@ import _TestSupport
     @Test func errorAgainstFloat64() throws {
         let s = Conv2DShape(n: 2, c: 64, h: 14, w: 14, o: 64, kh: 3, kw: 3, ph: 1, pw: 1)
         var st: UInt64 = 11
-        func r() -> Float { st = st &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407; return Float(st >> 40) / Float(1 << 23) - 1 }
-        let x = (0..<s.inputCount).map { _ in r() }, w = (0..<s.weightCount).map { _ in r() }
-        let dy = (0..<s.outputCount).map { _ in r() }
-        var y64 = [Double](repeating: 0, count: s.outputCount), dx64 = [Double](repeating: 0, count: s.inputCount)
-        var dw64 = [Double](repeating: 0, count: s.weightCount)
-        for n in 0..<s.n { for o in 0..<s.o { for i in 0..<s.h { for j in 0..<s.w {
-            var acc = 0.0
-            let g = Double(dy[((n * s.o + o) * s.h + i) * s.w + j])
-            for c in 0..<s.c { for a in 0..<3 { for b in 0..<3 {
-                let (yy, xx) = (i + a - 1, j + b - 1)
-                guard yy >= 0, yy < s.h, xx >= 0, xx < s.w else { continue }
-                let wi = ((o * s.c + c) * 3 + a) * 3 + b, xi = ((n * s.c + c) * s.h + yy) * s.w + xx
-                acc += Double(w[wi]) * Double(x[xi])
-                dx64[xi] += Double(w[wi]) * g
-                dw64[wi] += Double(x[xi]) * g
-            } } }
-            y64[((n * s.o + o) * s.h + i) * s.w + j] = acc
-        } } } }
+        let x = lcgUniform(s.inputCount, state: &st), w = lcgUniform(s.weightCount, state: &st)
+        let dy = lcgUniform(s.outputCount, state: &st)
+        let ref = float64Conv3x3(s, x: x, w: w, dy: dy)
         for pass in [ConvPass.forward, .backwardData, .backwardWeights] {
+            let (inputs, expected): ([[Float]], [Double]) = switch pass {
+            case .forward: ([x, w], ref.y)
+            case .backwardData: ([dy, w], ref.dx)
+            case .backwardWeights: ([x, dy], ref.dw)
+            }
             for plan in convCandidates(ConvKey(shape: s, pass: pass, bias: false), policy: .auto) {
-                let (inputs, ref): ([[Float]], [Double]) = switch pass {
-                case .forward: ([x, w], y64)
-                case .backwardData: ([dy, w], dx64)
-                case .backwardWeights: ([x, dy], dw64)
-                }
-                let bufs = (inputs + [[Float](repeating: .nan, count: ref.count)]).map { a -> UnsafeMutablePointer<Float> in
-                    let p = UnsafeMutablePointer<Float>.allocate(capacity: a.count)
-                    p.initialize(from: a, count: a.count)
-                    return p
-                }
-                defer { bufs.forEach { $0.deallocate() } }
-                plan.execute(bufs.map { UnsafeMutableRawPointer($0) })
-                let out = UnsafeBufferPointer(start: bufs.last!, count: ref.count)
-                let e = zip(out, ref).map { abs(Double($0) - $1) }.max()! / ref.map(abs).max()!
+                let out = run(plan, inputs + [[Float](repeating: .nan, count: expected.count)]).last!
+                let e = relativeError(out, expected)
                 #expect(e < 5e-6, "\(pass) \(plan.impl): error \(e) of the largest magnitude")
             }
         }
