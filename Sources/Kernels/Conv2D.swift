@@ -48,6 +48,13 @@ struct ConvKey: Hashable {
     let bias: Bool
     /// Forward only: the output is max(conv + bias, 0) (a ReLU fused by the inference engine).
     var relu = false
+    /// Channel blocks of the caller's input-side (src / diff_src) and output-side (dst / diff_dst)
+    /// activations: 1 for NCHW, else oneDNN's nChw8c / nChw16c (Blocked.swift).
+    var srcBlock = 1, dstBlock = 1
+
+    /// Whether the caller's activations are NCHW on both sides (our own GEMM and Winograd plans
+    /// need that).
+    var isPlain: Bool { srcBlock == 1 && dstBlock == 1 }
 }
 
 enum ConvLayoutPolicy { case auto, plain, blocked }
@@ -100,8 +107,14 @@ private func convDescs(_ s: Conv2DShape, blocked: Bool) -> ConvDescs {
         dst: makeMD([s.n, s.o, s.ho, s.wo], blocked ? any : dnnl_nchw))
 }
 
-/// The caller's (plain) descriptors.
-private func userDescs(_ s: Conv2DShape) -> ConvDescs { convDescs(s, blocked: false) }
+/// The caller's descriptors: weights O×I×kh×kw, activations NCHW or channel-blocked.
+private func userDescs(_ key: ConvKey) -> ConvDescs {
+    var d = convDescs(key.shape, blocked: false)
+    let s = key.shape
+    d.src = makeMD([s.n, s.c, s.h, s.w], activationTag(key.srcBlock))
+    d.dst = makeMD([s.n, s.o, s.ho, s.wo], activationTag(key.dstBlock))
+    return d
+}
 
 private func forwardPD(_ s: Conv2DShape, blocked: Bool, bias: Bool, relu: Bool = false,
                        algorithm: dnnl_alg_kind_t = dnnl_convolution_direct) -> dnnl_primitive_desc_t? {
@@ -119,9 +132,12 @@ private func forwardPD(_ s: Conv2DShape, blocked: Bool, bias: Bool, relu: Bool =
     return withUnsafePointer(to: &desc) { firstFastPD(UnsafeRawPointer($0), hint: nil, relu: relu) }
 }
 
+/// oneDNN's direct convolution on the layouts it prefers, for probing them (`activationBlock`).
+func blockedForwardPD(_ s: Conv2DShape) -> dnnl_primitive_desc_t? { forwardPD(s, blocked: true, bias: false) }
+
 private func makePlan(_ key: ConvKey, blocked: Bool, algorithm: dnnl_alg_kind_t = dnnl_convolution_direct) -> DNNLPlan? {
     let s = key.shape
-    let u = userDescs(s)
+    let u = userDescs(key)
     // The forward descriptor doubles as the hint oneDNN needs for backward primitives; it is kept
     // alive for the process's lifetime (one per cached shape).
     guard let fwd = forwardPD(s, blocked: blocked, bias: key.bias, relu: key.relu, algorithm: algorithm) else { return nil }
@@ -181,9 +197,9 @@ func winogradWins(_ s: Conv2DShape) -> Bool {
 /// The plans that can run `key` under `policy` (tests run each one against the reference).
 func convCandidates(_ key: ConvKey, policy: ConvLayoutPolicy) -> [KernelPlan] {
     var candidates: [KernelPlan] = []
-    if policy != .blocked, let p = makePlan(key, blocked: false) { candidates.append(p) }
-    if policy == .auto, Gemm1x1Plan.applies(key) { candidates.append(Gemm1x1Plan(key)) }
-    if policy == .auto, WinogradPlan.applies(key) { candidates.append(WinogradPlan(key)) }
+    if policy != .blocked, key.isPlain, let p = makePlan(key, blocked: false) { candidates.append(p) }
+    if policy == .auto, key.isPlain, Gemm1x1Plan.applies(key) { candidates.append(Gemm1x1Plan(key)) }
+    if policy == .auto, key.isPlain, WinogradPlan.applies(key) { candidates.append(WinogradPlan(key)) }
     if policy == .auto, oneDNNWinograd, let p = makePlan(key, blocked: true, algorithm: dnnl_convolution_winograd) { candidates.append(p) }
     if policy != .plain, let p = makePlan(key, blocked: true) { candidates.append(p) }
     if candidates.isEmpty, let p = makePlan(key, blocked: policy == .plain) { candidates.append(p) }
@@ -254,7 +270,8 @@ final class ConvProfile: @unchecked Sendable {
     }
 
     func add(_ key: ConvKey, _ impl: String, _ ns: UInt64) {
-        let label = "\(key.shape) \(key.pass)\(key.bias ? " +bias" : "")\(key.relu ? " +relu" : "") \(impl)"
+        let layouts = key.isPlain ? "" : " layout \(key.srcBlock)→\(key.dstBlock)"
+        let label = "\(key.shape) \(key.pass)\(key.bias ? " +bias" : "")\(key.relu ? " +relu" : "")\(layouts) \(impl)"
         lock.lock()
         defer { lock.unlock() }
         let t = totals[label, default: (0, 0)]
@@ -282,29 +299,31 @@ public func conv2dImplementation(_ shape: Conv2DShape, pass: ConvPass, bias: Boo
 /// out[N,O,Ho,Wo] = conv(inp[N,C,H,W], weight[O,C/G,kh,kw]) + bias[O].
 /// With `relu`, out = max(conv + bias, 0) in the same pass (inference fusion; no backward).
 public func conv2dForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
-                          weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, relu: Bool = false, _ s: Conv2DShape) {
+                          weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, relu: Bool = false, _ s: Conv2DShape,
+                          inpBlock: Int = 1, outBlock: Int = 1) {
     var ptrs = [UnsafeMutableRawPointer(mutating: inp), UnsafeMutableRawPointer(mutating: weight)]
     if let b = bias { ptrs.append(UnsafeMutableRawPointer(mutating: b)) }
     ptrs.append(UnsafeMutableRawPointer(out))
-    convExecute(ConvKey(shape: s, pass: .forward, bias: bias != nil, relu: relu), ptrs)
+    convExecute(ConvKey(shape: s, pass: .forward, bias: bias != nil, relu: relu, srcBlock: inpBlock, dstBlock: outBlock), ptrs)
 }
 
 /// dinp[N,C,H,W] = ∂L/∂inp given dout[N,O,Ho,Wo]. Writes (does not accumulate): the autograd
 /// tape sums fan-out, which lets oneDNN write its result in place.
 public func conv2dBackwardData(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
-                               weight: UnsafePointer<Float>, _ s: Conv2DShape) {
-    convExecute(ConvKey(shape: s, pass: .backwardData, bias: false),
+                               weight: UnsafePointer<Float>, _ s: Conv2DShape, inpBlock: Int = 1, outBlock: Int = 1) {
+    convExecute(ConvKey(shape: s, pass: .backwardData, bias: false, srcBlock: inpBlock, dstBlock: outBlock),
                 [UnsafeMutableRawPointer(mutating: dout), UnsafeMutableRawPointer(mutating: weight),
                  UnsafeMutableRawPointer(dinp)])
 }
 
 /// dweight[O,C/G,kh,kw] (and dbias[O]) from inp and dout. Writes (does not accumulate).
 public func conv2dBackwardWeights(dweight: UnsafeMutablePointer<Float>, dbias: UnsafeMutablePointer<Float>?,
-                                  inp: UnsafePointer<Float>, dout: UnsafePointer<Float>, _ s: Conv2DShape) {
+                                  inp: UnsafePointer<Float>, dout: UnsafePointer<Float>, _ s: Conv2DShape,
+                                  inpBlock: Int = 1, outBlock: Int = 1) {
     var ptrs = [UnsafeMutableRawPointer(mutating: inp), UnsafeMutableRawPointer(mutating: dout),
                 UnsafeMutableRawPointer(dweight)]
     if let db = dbias { ptrs.append(UnsafeMutableRawPointer(db)) }
-    convExecute(ConvKey(shape: s, pass: .backwardWeights, bias: dbias != nil), ptrs)
+    convExecute(ConvKey(shape: s, pass: .backwardWeights, bias: dbias != nil, srcBlock: inpBlock, dstBlock: outBlock), ptrs)
 }
 
 /// A 1×1 unpadded, ungrouped convolution is a matrix product per image, in NCHW without any

@@ -167,8 +167,10 @@ final class FusionTracer: @unchecked Sendable {
             (self.module, inputTensor, outputTensor) = (module, input, output)
         }
 
-        var input: UInt { inputTensor.withUnsafePointer { UInt(bitPattern: $0) } }
-        var output: UInt { outputTensor.withUnsafePointer { UInt(bitPattern: $0) } }
+        // Storage addresses (`withUnsafePointer` would hand out a fresh NCHW copy of a
+        // channel-blocked tensor).
+        var input: UInt { inputTensor.withUnsafeStorage { UInt(bitPattern: $0) } }
+        var output: UInt { outputTensor.withUnsafeStorage { UInt(bitPattern: $0) } }
     }
     var events: [Event] = []
 }

@@ -81,7 +81,9 @@ public final class GradientTape {
             entries[i] = Entry(inputs: ins, pullback: nil)
             for (j, gi) in zip(ins, inputGrads) where j >= 0 {
                 guard let gi else { continue }
-                if let acc = grads[j] { grads[j] = Tensor.accumulating(acc, gi) } else { grads[j] = gi }
+                // Taken out of `grads` first, so that the sum is formed in place when nothing
+                // else holds the buffer (otherwise copy-on-write copied it at every fan-in).
+                if var acc = grads[j].take() { acc.accumulate(gi); grads[j] = acc } else { grads[j] = gi }
             }
             grads[i] = nil  // free as we go (leaves, which keep theirs, have no pullback)
         }
@@ -114,12 +116,11 @@ public final class GradientTape {
 }
 
 extension Tensor {
-    /// a + b for equal shapes (gradient accumulation; never recorded).
-    static func accumulating(_ a: Tensor, _ b: Tensor) -> Tensor {
-        var out = a
-        out.trace = nil
-        out.withUnsafeMutablePointer { o in b.withUnsafePointer { accumulate(o, $0, n: b.count) } }
-        return out
+    /// self += b for equal shapes (gradient accumulation; never recorded), in self's layout.
+    mutating func accumulate(_ b: Tensor) {
+        let b = b.inLayout(channelBlock)
+        trace = nil
+        withUnsafeMutableStorage { o in b.withUnsafeStorage { Kernels.accumulate(o, $0, n: b.count) } }
     }
 
     /// Whether this tensor is on the active gradient tape.

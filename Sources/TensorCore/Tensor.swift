@@ -125,6 +125,13 @@ public final class TensorStorage: @unchecked Sendable {
 }
 
 /// A float32 tensor (row-major; images are N×C×H×W as PyTorch). Value semantics.
+///
+/// An image tensor may be stored channel-blocked (`channelBlock` 8 or 16: oneDNN's nChw8c /
+/// nChw16c, see Kernels/Blocked.swift) between layers whose kernels read that layout
+/// (convolution, batch norm, ReLU, the residual add, the SE squeeze and scale, max pooling). Its
+/// shape, values and every accessor below stay those of the NCHW tensor: `withUnsafePointer`,
+/// `scalars` and the rest hand out an NCHW copy, so code unaware of the layout is never wrong,
+/// only slower. Layout-aware kernels use `withUnsafeStorage`.
 public struct Tensor: @unchecked Sendable {
     /// The dimensions, outermost first.
     public private(set) var shape: [Int]
@@ -134,6 +141,9 @@ public struct Tensor: @unchecked Sendable {
     /// Set by a convolution with a fused ReLU (inference): every element is already max(·, 0), so
     /// `relu` returns the tensor itself. Any mutation clears it.
     public internal(set) var isRectified = false
+    /// The storage order: 1 = row-major (NCHW); 8 or 16 = channels in blocks of that many, the
+    /// block innermost (4-D tensors whose channel count the block divides).
+    public internal(set) var channelBlock = 1
 
     /// Number of elements.
     public var count: Int { storage.count }
@@ -144,6 +154,14 @@ public struct Tensor: @unchecked Sendable {
         precondition(shape.allSatisfy { $0 >= 0 }, "Tensor: negative dimension in \(shape)")
         self.shape = shape
         storage = TensorStorage(count: shape.reduce(1, *))
+    }
+
+    /// An uninitialised 4-D tensor stored with channel block `block` (1: NCHW).
+    init(uninitializedShape shape: [Int], channelBlock block: Int) {
+        precondition(block == 1 || (shape.count == 4 && shape[1] % block == 0),
+                     "Tensor: channel block \(block) for shape \(shape)")
+        self.init(uninitializedShape: shape)
+        channelBlock = block
     }
 
     /// A tensor filled with `value`.
@@ -169,7 +187,7 @@ public struct Tensor: @unchecked Sendable {
     public static func ones(_ shape: [Int]) -> Tensor { Tensor(shape: shape, repeating: 1) }
 
     /// The elements in row-major order.
-    public var scalars: [Float] { Array(UnsafeBufferPointer(start: storage.pointer, count: count)) }
+    public var scalars: [Float] { withUnsafePointer { Array(UnsafeBufferPointer(start: $0, count: count)) } }
 
     /// The single element of a one-element tensor.
     public var item: Float {
@@ -177,14 +195,41 @@ public struct Tensor: @unchecked Sendable {
         return storage.pointer[0]
     }
 
-    /// Read-only access to the contiguous elements.
+    /// The same values stored with channel block `block` (1: NCHW); the tensor itself when it
+    /// already is. Not recorded on the gradient tape (layouts are invisible to it).
+    public func inLayout(_ block: Int) -> Tensor {
+        if block == channelBlock { return self }
+        var out = Tensor(uninitializedShape: shape, channelBlock: block)
+        out.isRectified = isRectified
+        out.withUnsafeMutableStorage { o in
+            withUnsafeStorage { convertChannelBlocks(out: o, inp: $0, n: shape[0], c: shape[1], s: shape[2] * shape[3],
+                                                     from: channelBlock, to: block) }
+        }
+        return out
+    }
+
+    /// Read-only access to the contiguous elements in row-major (NCHW) order; a channel-blocked
+    /// tensor is converted first (into a temporary).
     public func withUnsafePointer<R>(_ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
+        if channelBlock != 1 { return try inLayout(1).withUnsafePointer(body) }
+        return try withExtendedLifetime(storage) { try body(UnsafePointer(storage.pointer)) }
+    }
+
+    /// Mutable access in row-major order; copies the buffer first if it is shared (copy-on-write)
+    /// and converts a channel-blocked tensor to NCHW. Mutating a tensor detaches it from the
+    /// gradient tape.
+    public mutating func withUnsafeMutablePointer<R>(_ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
+        if channelBlock != 1 { self = inLayout(1) }
+        return try withUnsafeMutableStorage(body)
+    }
+
+    /// Read-only access to the elements in storage order (`channelBlock`), with no conversion.
+    public func withUnsafeStorage<R>(_ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
         try withExtendedLifetime(storage) { try body(UnsafePointer(storage.pointer)) }
     }
 
-    /// Mutable access; copies the buffer first if it is shared (copy-on-write). Mutating a tensor
-    /// detaches it from the gradient tape.
-    public mutating func withUnsafeMutablePointer<R>(_ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
+    /// Mutable access in storage order (copy-on-write as `withUnsafeMutablePointer`).
+    public mutating func withUnsafeMutableStorage<R>(_ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
         if !isKnownUniquelyReferenced(&storage) {
             let copy = TensorStorage(count: storage.count)
             copy.pointer.update(from: storage.pointer, count: storage.count)
@@ -197,7 +242,7 @@ public struct Tensor: @unchecked Sendable {
 
     /// Element access by full index (slow; for tests and small tensors).
     public subscript(_ index: Int...) -> Float {
-        get { storage.pointer[flatIndex(index)] }
+        get { let i = flatIndex(index); return withUnsafePointer { $0[i] } }
         set {
             let i = flatIndex(index)
             withUnsafeMutablePointer { $0[i] = newValue }
@@ -214,9 +259,10 @@ public struct Tensor: @unchecked Sendable {
         return flat
     }
 
-    /// Same storage, new shape (internal: no tape bookkeeping).
+    /// Same elements, new shape (internal: no tape bookkeeping); a channel-blocked tensor becomes
+    /// NCHW first.
     func viewing(as newShape: [Int]) -> Tensor {
-        var t = self
+        var t = channelBlock == 1 ? self : inLayout(1)
         t.shape = newShape
         t.trace = nil
         return t
@@ -234,6 +280,7 @@ extension Tensor: CustomStringConvertible {
     /// PyTorch-like printing: nested brackets, up to 6 values per row (ends shown when longer).
     public var description: String {
         if rank == 0 { return "tensor(\(fmt(storage.pointer[0])))" }
+        let values = scalars
         var out = ""
         func emit(_ dim: Int, _ offset: Int, _ indent: Int) {
             let n = shape[dim]
@@ -243,7 +290,7 @@ extension Tensor: CustomStringConvertible {
             for (j, i) in idx.enumerated() {
                 if j > 0 { out += dim == rank - 1 ? ", " : ",\n" + String(repeating: " ", count: indent + 1) }
                 if i < 0 { out += "..."; continue }
-                if dim == rank - 1 { out += fmt(storage.pointer[offset + i]) } else { emit(dim + 1, offset + i * stride, indent + 1) }
+                if dim == rank - 1 { out += fmt(values[offset + i]) } else { emit(dim + 1, offset + i * stride, indent + 1) }
             }
             out += "]"
         }

@@ -5,16 +5,18 @@ import Kernels
 
 typealias UnaryKernel = (UnsafeMutablePointer<Float>, UnsafePointer<Float>, Int) -> Void
 
-/// Applies a pointwise kernel; its pullback reads the output (`fromOutput`) or the input.
+/// Applies a pointwise kernel, in the input's storage layout; its pullback reads the output
+/// (`fromOutput`) or the input.
 func pointwise(_ x: Tensor, _ forward: UnaryKernel, fromOutput: Bool,
                _ backward: @escaping (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Void) -> Tensor {
-    var out = Tensor(uninitializedShape: x.shape)
-    out.withUnsafeMutablePointer { o in x.withUnsafePointer { forward(o, $0, x.count) } }
+    var out = Tensor(uninitializedShape: x.shape, channelBlock: x.channelBlock)
+    out.withUnsafeMutableStorage { o in x.withUnsafeStorage { forward(o, $0, x.count) } }
     if GradientTape.isRecording(x) {
         let saved = fromOutput ? out.detached : x.detached
         GradientTape.record(&out, [x]) { g, _ in
-            var dx = Tensor(uninitializedShape: g.shape)
-            dx.withUnsafeMutablePointer { d in g.withUnsafePointer { pg in saved.withUnsafePointer { backward(d, pg, $0, g.count) } } }
+            let g = g.inLayout(saved.channelBlock)
+            var dx = Tensor(uninitializedShape: g.shape, channelBlock: g.channelBlock)
+            dx.withUnsafeMutableStorage { d in g.withUnsafeStorage { pg in saved.withUnsafeStorage { backward(d, pg, $0, g.count) } } }
             return [dx]
         }
     }

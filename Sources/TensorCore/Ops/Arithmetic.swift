@@ -75,8 +75,16 @@ func expandChannels(_ small: Tensor, n: Int) -> Tensor {
     return out
 }
 
-/// `t` broadcast up to `shape`, times `scale` (the adjoint of `sumToShape`).
-func broadcastTo(_ t: Tensor, _ shape: [Int], scale: Float = 1) -> Tensor {
+/// `t` broadcast up to `shape`, times `scale` (the adjoint of `sumToShape`); a per-plane
+/// broadcast is written with channel block `block` when that divides the channels.
+func broadcastTo(_ t: Tensor, _ shape: [Int], scale: Float = 1, block: Int = 1) -> Tensor {
+    if planeBroadcast(big: shape, small: t.shape) == .perPlane, block > 1, shape[1] % block == 0 {
+        var out = Tensor(uninitializedShape: shape, channelBlock: block)
+        out.withUnsafeMutableStorage { o in t.withUnsafePointer {
+            blockedBroadcastPlanes(out: o, value: $0, factor: scale, n: shape[0], c: shape[1], s: shape[2] * shape[3], block: block)
+        } }
+        return out
+    }
     if planeBroadcast(big: shape, small: t.shape) == .perPlane {
         var out = Tensor(uninitializedShape: shape)
         let planes = shape[0] * shape[1], size = shape[2] * shape[3]
@@ -95,7 +103,13 @@ public func sumToShape(_ g: Tensor, _ shape: [Int]) -> Tensor {
     if let kind = planeBroadcast(big: g.shape, small: shape) {
         let n = g.shape[0], c = g.shape[1], s = g.shape[2] * g.shape[3]
         var planes = Tensor(uninitializedShape: [n, c, 1, 1])
-        planes.withUnsafeMutablePointer { o in g.withUnsafePointer { sumPlanes(out: o, x: $0, planes: n * c, size: s) } }
+        if g.channelBlock > 1 {
+            planes.withUnsafeMutablePointer { o in g.withUnsafeStorage {
+                blockedSumPlanes(out: o, x: $0, n: n, c: c, s: s, block: g.channelBlock)
+            } }
+        } else {
+            planes.withUnsafeMutablePointer { o in g.withUnsafePointer { sumPlanes(out: o, x: $0, planes: n * c, size: s) } }
+        }
         if kind == .perPlane { return planes }
         var out = Tensor.zeros(shape)
         out.withUnsafeMutablePointer { o in planes.withUnsafePointer { p in for b in 0..<n { accumulate(o, p + b * c, n: c) } } }
@@ -128,8 +142,10 @@ public func sumToShape(_ g: Tensor, _ shape: [Int]) -> Tensor {
 
 func rawAdd(_ a: Tensor, _ b: Tensor) -> Tensor {
     if a.shape == b.shape {
-        var out = Tensor(uninitializedShape: a.shape)
-        out.withUnsafeMutablePointer { o in a.withUnsafePointer { pa in b.withUnsafePointer { add(out: o, a: pa, b: $0, n: a.count) } } }
+        // In a's layout (a channel-blocked residual sum stays blocked).
+        let b = b.inLayout(a.channelBlock)
+        var out = Tensor(uninitializedShape: a.shape, channelBlock: a.channelBlock)
+        out.withUnsafeMutableStorage { o in a.withUnsafeStorage { pa in b.withUnsafeStorage { add(out: o, a: pa, b: $0, n: a.count) } } }
         return out
     }
     return broadcastLoop(a, b, broadcastShape(a.shape, b.shape, op: "add"), +)
@@ -137,13 +153,21 @@ func rawAdd(_ a: Tensor, _ b: Tensor) -> Tensor {
 
 func rawMul(_ a: Tensor, _ b: Tensor) -> Tensor {
     if a.shape == b.shape {
-        var out = Tensor(uninitializedShape: a.shape)
-        out.withUnsafeMutablePointer { o in a.withUnsafePointer { pa in b.withUnsafePointer { mul(out: o, a: pa, b: $0, n: a.count) } } }
+        let b = b.inLayout(a.channelBlock)
+        var out = Tensor(uninitializedShape: a.shape, channelBlock: a.channelBlock)
+        out.withUnsafeMutableStorage { o in a.withUnsafeStorage { pa in b.withUnsafeStorage { mul(out: o, a: pa, b: $0, n: a.count) } } }
         return out
     }
     for (big, small) in [(a, b), (b, a)] where planeBroadcast(big: big.shape, small: small.shape) != nil {
         let n = big.shape[0], c = big.shape[1], s = big.shape[2] * big.shape[3]
         let scale = expandChannels(small, n: n)
+        if big.channelBlock > 1 {
+            var out = Tensor(uninitializedShape: big.shape, channelBlock: big.channelBlock)
+            out.withUnsafeMutableStorage { o in big.withUnsafeStorage { x in scale.withUnsafePointer {
+                blockedScalePlanes(out: o, x: x, scale: $0, n: n, c: c, s: s, block: big.channelBlock)
+            } } }
+            return out
+        }
         var out = Tensor(uninitializedShape: big.shape)
         out.withUnsafeMutablePointer { o in
             big.withUnsafePointer { x in scale.withUnsafePointer { scalePlanes(out: o, x: x, s: $0, planes: n * c, size: s) } }
@@ -224,8 +248,15 @@ func mulGrad(_ g: Tensor, other: Tensor, target: [Int]) -> Tensor {
     if let kind = planeBroadcast(big: g.shape, small: target), other.shape == g.shape {
         let n = g.shape[0], c = g.shape[1], s = g.shape[2] * g.shape[3]
         var planes = Tensor(uninitializedShape: [n, c, 1, 1])
-        planes.withUnsafeMutablePointer { o in
-            g.withUnsafePointer { pg in other.withUnsafePointer { dotPlanes(out: o, a: pg, b: $0, planes: n * c, size: s) } }
+        if other.channelBlock > 1 {
+            let g = g.inLayout(other.channelBlock)
+            planes.withUnsafeMutablePointer { o in g.withUnsafeStorage { pg in other.withUnsafeStorage {
+                blockedDotPlanes(out: o, a: pg, b: $0, n: n, c: c, s: s, block: other.channelBlock)
+            } } }
+        } else {
+            planes.withUnsafeMutablePointer { o in
+                g.withUnsafePointer { pg in other.withUnsafePointer { dotPlanes(out: o, a: pg, b: $0, planes: n * c, size: s) } }
+            }
         }
         return kind == .perPlane ? planes : sumToShape(planes.viewing(as: [n, c, 1, 1]), target)
     }
@@ -241,27 +272,45 @@ public func seScaleAddReLU(_ x: Tensor, scale s: Tensor, residual: Tensor) -> Te
     guard x.rank == 4, residual.shape == x.shape, s.count == x.shape[0] * x.shape[1] else {
         shapeFailure(op, "x \(x.shape), scale \(s.shape), residual \(residual.shape): expected x and residual N×C×H×W and scale N×C")
     }
-    let planes = x.shape[0] * x.shape[1], size = x.shape[2] * x.shape[3]
-    var out = Tensor(uninitializedShape: x.shape)
-    out.withUnsafeMutablePointer { o in
-        x.withUnsafePointer { px in s.withUnsafePointer { ps in residual.withUnsafePointer {
-            scaleAddReLUPlanes(out: o, x: px, s: ps, residual: $0, planes: planes, size: size)
+    let (n, c) = (x.shape[0], x.shape[1])
+    let planes = n * c, size = x.shape[2] * x.shape[3]
+    // In x's layout (channel-blocked: B channels at a time).
+    let block = x.channelBlock
+    let r = residual.inLayout(block)
+    var out = Tensor(uninitializedShape: x.shape, channelBlock: block)
+    out.withUnsafeMutableStorage { o in
+        x.withUnsafeStorage { px in s.withUnsafePointer { ps in r.withUnsafeStorage {
+            if block > 1 {
+                blockedScaleAddReLU(out: o, x: px, scale: ps, residual: $0, n: n, c: c, s: size, block: block)
+            } else {
+                scaleAddReLUPlanes(out: o, x: px, s: ps, residual: $0, planes: planes, size: size)
+            }
         } } }
     }
     guard GradientTape.isRecording(x, s, residual) else { return out }
     let (xs, ss, result) = (x.detached, s.detached, out.detached)
     GradientTape.record(&out, [x, s, residual]) { g, need in
-        var dx = Tensor(uninitializedShape: xs.shape), dr = Tensor(uninitializedShape: xs.shape)
-        dx.withUnsafeMutablePointer { pdx in dr.withUnsafeMutablePointer { pdr in
-            g.withUnsafePointer { pg in result.withUnsafePointer { po in ss.withUnsafePointer { ps in
-                scaleAddReLUBackwardPlanes(dx: pdx, dr: pdr, dout: pg, out: po, s: ps, planes: planes, size: size)
+        let g = g.inLayout(block)
+        var dx = Tensor(uninitializedShape: xs.shape, channelBlock: block)
+        var dr = Tensor(uninitializedShape: xs.shape, channelBlock: block)
+        dx.withUnsafeMutableStorage { pdx in dr.withUnsafeMutableStorage { pdr in
+            g.withUnsafeStorage { pg in result.withUnsafeStorage { po in ss.withUnsafePointer { ps in
+                if block > 1 {
+                    blockedScaleAddReLUBackward(dx: pdx, dr: pdr, dout: pg, out: po, scale: ps, n: n, c: c, s: size, block: block)
+                } else {
+                    scaleAddReLUBackwardPlanes(dx: pdx, dr: pdr, dout: pg, out: po, s: ps, planes: planes, size: size)
+                }
             } } }
         } }
         var ds: Tensor?
         if need[1] {
             var t = Tensor(uninitializedShape: ss.shape)
-            t.withUnsafeMutablePointer { o in dr.withUnsafePointer { pdr in xs.withUnsafePointer {
-                dotPlanes(out: o, a: pdr, b: $0, planes: planes, size: size)
+            t.withUnsafeMutablePointer { o in dr.withUnsafeStorage { pdr in xs.withUnsafeStorage {
+                if block > 1 {
+                    blockedDotPlanes(out: o, a: pdr, b: $0, n: n, c: c, s: size, block: block)
+                } else {
+                    dotPlanes(out: o, a: pdr, b: $0, planes: planes, size: size)
+                }
             } } }
             ds = t
         }

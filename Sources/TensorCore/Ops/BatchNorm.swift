@@ -53,33 +53,61 @@ private func normalize(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean:
         if let t, t.shape != [c] { shapeFailure(op, "input \(x.shape) has \(c) channels but \(name) has shape \(t.shape)") }
     }
     if training && n * s < 2 { shapeFailure(op, "input \(x.shape) has one value per channel; training needs more than one") }
-    var out = Tensor(uninitializedShape: x.shape)
+    // A channel-blocked input is normalised in its layout (B channels at a time).
+    let block = x.rank == 4 ? x.channelBlock : 1
+    var out = Tensor(uninitializedShape: x.shape, channelBlock: block)
     var mean: Tensor, invStd: Tensor
     var count = n * s  // values per channel over all processes
     if training, let reducer {
         mean = Tensor(uninitializedShape: [c]); invStd = Tensor(uninitializedShape: [c])
         var stats = [Double](repeating: 0, count: c + 1)  // Σx per channel, then the count
         var deviations = [Double](repeating: 0, count: c)
-        x.withUnsafePointer { px in
+        x.withUnsafeStorage { px in
             stats.withUnsafeMutableBufferPointer { st in
-                batchNormChannelSums(sums: st.baseAddress!, inp: px, n: n, c: c, s: s)
+                if block > 1 {
+                    batchNormChannelSumsBlocked(sums: st.baseAddress!, inp: px, n: n, c: c, s: s, block: block)
+                } else {
+                    batchNormChannelSums(sums: st.baseAddress!, inp: px, n: n, c: c, s: s)
+                }
                 st[c] = Double(count)
                 reducer(st)
                 count = Int(st[c])
                 for ch in 0..<c { st[ch] /= Double(count) }  // the global mean
                 deviations.withUnsafeMutableBufferPointer { dv in
-                    batchNormChannelSquaredDeviations(out: dv.baseAddress!, inp: px, mean: st.baseAddress!, n: n, c: c, s: s)
+                    if block > 1 {
+                        batchNormChannelSquaredDeviationsBlocked(out: dv.baseAddress!, inp: px, mean: st.baseAddress!,
+                                                                 n: n, c: c, s: s, block: block)
+                    } else {
+                        batchNormChannelSquaredDeviations(out: dv.baseAddress!, inp: px, mean: st.baseAddress!, n: n, c: c, s: s)
+                    }
                     reducer(dv)
                 }
             }
         }
         if count < 2 { shapeFailure(op, "the synchronised batch has one value per channel; training needs more than one") }
-        out.withUnsafeMutablePointer { po in mean.withUnsafeMutablePointer { pm in invStd.withUnsafeMutablePointer { pi in
+        out.withUnsafeMutableStorage { po in mean.withUnsafeMutablePointer { pm in invStd.withUnsafeMutablePointer { pi in
             runningMean.withUnsafeMutablePointer { rm in runningVar.withUnsafeMutablePointer { rv in
-                x.withUnsafePointer { px in optionalPointer(weight) { pw in optionalPointer(bias) { pb in
-                    batchNormApplyStatistics(out: po, saveMean: pm, saveInvStd: pi, runningMean: rm, runningVar: rv, inp: px,
-                                             weight: pw, bias: pb, mean: stats, squaredDeviations: deviations, count: count,
-                                             n: n, c: c, s: s, eps: eps, momentum: momentum)
+                x.withUnsafeStorage { px in optionalPointer(weight) { pw in optionalPointer(bias) { pb in
+                    if block > 1 {
+                        batchNormApplyStatisticsBlocked(out: po, saveMean: pm, saveInvStd: pi, runningMean: rm, runningVar: rv,
+                                                        inp: px, weight: pw, bias: pb, mean: stats, squaredDeviations: deviations,
+                                                        count: count, n: n, c: c, s: s, block: block, eps: eps, momentum: momentum)
+                    } else {
+                        batchNormApplyStatistics(out: po, saveMean: pm, saveInvStd: pi, runningMean: rm, runningVar: rv, inp: px,
+                                                 weight: pw, bias: pb, mean: stats, squaredDeviations: deviations, count: count,
+                                                 n: n, c: c, s: s, eps: eps, momentum: momentum)
+                    }
+                } } }
+            } }
+        } } }
+    } else if training && block > 1 {
+        mean = Tensor(uninitializedShape: [c]); invStd = Tensor(uninitializedShape: [c])
+        out.withUnsafeMutableStorage { po in mean.withUnsafeMutablePointer { pm in invStd.withUnsafeMutablePointer { pi in
+            runningMean.withUnsafeMutablePointer { rm in runningVar.withUnsafeMutablePointer { rv in
+                x.withUnsafeStorage { px in optionalPointer(weight) { pw in optionalPointer(bias) { pb in
+                    batchNormTrainForwardBlocked(out: po, saveMean: pm, saveInvStd: pi, runningMean: rm, runningVar: rv,
+                                                 inp: px, weight: pw, bias: pb, n: n, c: c, s: s, block: block, eps: eps,
+                                                 momentum: momentum, relu: relu)
                 } } }
             } }
         } } }
@@ -94,6 +122,21 @@ private func normalize(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean:
                 } } }
             } }
         } } }
+    } else if block > 1 {
+        // The NCHW kernel's per-channel scale and shift, in the same Float arithmetic.
+        let (rm, rv) = (runningMean.scalars, runningVar.scalars)
+        let w = weight?.scalars, b = bias?.scalars
+        var scale = [Float](repeating: 0, count: c), shift = [Float](repeating: 0, count: c)
+        for ch in 0..<c {
+            let invStd = 1 / (rv[ch] + eps).squareRoot()
+            scale[ch] = (w?[ch] ?? 1) * invStd
+            shift[ch] = (b?[ch] ?? 0) - rm[ch] * scale[ch]
+        }
+        out.withUnsafeMutableStorage { po in x.withUnsafeStorage { px in
+            blockedAffine(out: po, inp: px, scale: scale, shift: shift, n: n, c: c, s: s, block: block)
+        } }
+        mean = runningMean.detached
+        invStd = Tensor(shape: [c], scalars: runningVar.scalars.map { 1 / ($0 + eps).squareRoot() })
     } else {
         out.withUnsafeMutablePointer { po in runningMean.withUnsafePointer { rm in runningVar.withUnsafePointer { rv in
             x.withUnsafePointer { px in optionalPointer(weight) { pw in optionalPointer(bias) { pb in
@@ -111,15 +154,21 @@ private func normalize(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean:
     let syncReducer = training ? reducer : nil, syncCount = count
     let reluOutput: Tensor? = relu ? out.detached : nil  // the ReLU's mask for backward
     GradientTape.record(&out, inputs) { g, need in
-        var dx: Tensor? = need[0] ? Tensor(uninitializedShape: xs.shape) : nil
+        var dx: Tensor? = need[0] ? Tensor(uninitializedShape: xs.shape, channelBlock: block) : nil
         var dw = Tensor(uninitializedShape: [c]), db = Tensor(uninitializedShape: [c])
         if let syncReducer {
             // Local sums give dweight and dbias; their all-process sums give dx.
             var sums = [Double](repeating: 0, count: 2 * c)  // Σdy, then Σdy·(x − mean)
-            g.withUnsafePointer { pg in xs.withUnsafePointer { px in mean.withUnsafePointer { pm in invStd.withUnsafePointer { pi in
+            let g = g.inLayout(block)
+            g.withUnsafeStorage { pg in xs.withUnsafeStorage { px in mean.withUnsafePointer { pm in invStd.withUnsafePointer { pi in
                 sums.withUnsafeMutableBufferPointer { sm in
                     let sdy = sm.baseAddress!, sdyx = sm.baseAddress! + c
-                    batchNormBackwardSums(sumDout: sdy, sumDoutCentered: sdyx, dout: pg, inp: px, mean: pm, n: n, c: c, s: s)
+                    if block > 1 {
+                        batchNormBackwardSumsBlocked(sumDout: sdy, sumDoutCentered: sdyx, dout: pg, inp: px, mean: pm,
+                                                     n: n, c: c, s: s, block: block)
+                    } else {
+                        batchNormBackwardSums(sumDout: sdy, sumDoutCentered: sdyx, dout: pg, inp: px, mean: pm, n: n, c: c, s: s)
+                    }
                     let exactW = (0..<c).map { sdyx[$0] * Double(pi[$0]) }, exactB = Array(sm[0..<c])
                     dw.withUnsafeMutablePointer { pdw in db.withUnsafeMutablePointer { pdb in
                         for ch in 0..<c { pdw[ch] = Float(exactW[ch]); pdb[ch] = Float(exactB[ch]) }
@@ -129,12 +178,28 @@ private func normalize(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean:
                     guard dx != nil else { return }
                     syncReducer(sm)
                     optionalPointer(ws) { pw in
-                        dx!.withUnsafeMutablePointer { pdx in
-                            batchNormBackwardInput(dinp: pdx, dout: pg, inp: px, mean: pm, invStd: pi, weight: pw, sumDout: sdy,
-                                                   sumDoutCentered: sdyx, count: syncCount, n: n, c: c, s: s)
+                        dx!.withUnsafeMutableStorage { pdx in
+                            if block > 1 {
+                                batchNormBackwardInputBlocked(dinp: pdx, dout: pg, inp: px, mean: pm, invStd: pi, weight: pw,
+                                                              sumDout: sdy, sumDoutCentered: sdyx, count: syncCount,
+                                                              n: n, c: c, s: s, block: block)
+                            } else {
+                                batchNormBackwardInput(dinp: pdx, dout: pg, inp: px, mean: pm, invStd: pi, weight: pw, sumDout: sdy,
+                                                       sumDoutCentered: sdyx, count: syncCount, n: n, c: c, s: s)
+                            }
                         }
                     }
                 }
+            } } } }
+        } else if block > 1 {
+            let g = g.inLayout(block)
+            g.withUnsafeStorage { pg in xs.withUnsafeStorage { px in mean.withUnsafePointer { pm in invStd.withUnsafePointer { pi in
+                optionalPointer(ws) { pw in dw.withUnsafeMutablePointer { pdw in db.withUnsafeMutablePointer { pdb in
+                    optionalMutableStorage(&dx) { pdx in optionalStorage(reluOutput) { mask in
+                        batchNormBackwardBlocked(dinp: pdx, dweight: pdw, dbias: pdb, dout: pg, inp: px, mean: pm, invStd: pi,
+                                                 weight: pw, n: n, c: c, s: s, block: block, training: training, reluOutput: mask)
+                    } }
+                } } }
             } } } }
         } else {
             g.withUnsafePointer { pg in xs.withUnsafePointer { px in mean.withUnsafePointer { pm in invStd.withUnsafePointer { pi in
@@ -158,6 +223,17 @@ private func normalize(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean:
 func optionalPointer<R>(_ t: Tensor?, _ body: (UnsafePointer<Float>?) -> R) -> R {
     if let t { return t.withUnsafePointer { body($0) } }
     return body(nil)
+}
+
+/// Calls `body` with the tensor's storage (no layout conversion), or nil.
+func optionalStorage<R>(_ t: Tensor?, _ body: (UnsafePointer<Float>?) -> R) -> R {
+    if let t { return t.withUnsafeStorage { body($0) } }
+    return body(nil)
+}
+
+func optionalMutableStorage<R>(_ t: inout Tensor?, _ body: (UnsafeMutablePointer<Float>?) -> R) -> R {
+    if t == nil { return body(nil) }
+    return t!.withUnsafeMutableStorage { body($0) }
 }
 
 func optionalMutablePointer<R>(_ t: inout Tensor?, _ body: (UnsafeMutablePointer<Float>?) -> R) -> R {

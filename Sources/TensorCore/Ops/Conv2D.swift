@@ -50,15 +50,26 @@ private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, 
     var one = s
     one.n = 1
     let (inStride, outStride) = (c * h * w, o * s.ho * s.wo)
-    var out = Tensor(uninitializedShape: [n, o, s.ho, s.wo])
-    out.withUnsafeMutablePointer { po in
-        x.withUnsafePointer { px in
+    // Layouts: a channel-blocked input is read as it is (grouped convolutions take NCHW); the
+    // output (a map, not N×O×1×1) is channel-blocked when the input was, or when the input is an
+    // image (≤ 4 channels: the network's stem), so that activations stay blocked from layer to
+    // layer.
+    let block = activationBlock
+    let xin = groups == 1 ? x : x.inLayout(1)
+    let inBlock = xin.channelBlock
+    let outBlock = block > 1 && groups == 1 && o % block == 0 && s.ho * s.wo > 1 && (inBlock > 1 || c <= 4) ? block : 1
+    var out = Tensor(uninitializedShape: [n, o, s.ho, s.wo], channelBlock: outBlock)
+    out.withUnsafeMutableStorage { po in
+        xin.withUnsafeStorage { px in
             weight.withUnsafePointer { pw in
                 optionalPointer(bias) { pb in
                     if invariant {
-                        for i in 0..<n { conv2dForward(out: po + i * outStride, inp: px + i * inStride, weight: pw, bias: pb, relu: relu, one) }
+                        for i in 0..<n {
+                            conv2dForward(out: po + i * outStride, inp: px + i * inStride, weight: pw, bias: pb, relu: relu, one,
+                                          inpBlock: inBlock, outBlock: outBlock)
+                        }
                     } else {
-                        conv2dForward(out: po, inp: px, weight: pw, bias: pb, relu: relu, s)
+                        conv2dForward(out: po, inp: px, weight: pw, bias: pb, relu: relu, s, inpBlock: inBlock, outBlock: outBlock)
                     }
                 }
             }
@@ -70,17 +81,24 @@ private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, 
     }
     var inputs = [x, weight]
     if let b = bias { inputs.append(b) }
-    let (xs, ws) = (x.detached, weight.detached)
+    let (xs, ws) = (xin.detached, weight.detached)
     let bs = bias?.detached
     GradientTape.record(&out, inputs) { g, need in
         var dx: Tensor?, dw: Tensor?, db: Tensor?
+        // The gradient arrives in whatever layout its producer wrote; it is read as it is when
+        // that is NCHW or this convolution's own block (gradients leave in the input's layout).
+        let g = g.channelBlock == 1 || g.channelBlock == outBlock ? g : g.inLayout(1)
+        let gBlock = g.channelBlock
         if need[0] {
-            var t = Tensor(uninitializedShape: xs.shape)
-            t.withUnsafeMutablePointer { d in g.withUnsafePointer { pg in ws.withUnsafePointer { pw in
+            var t = Tensor(uninitializedShape: xs.shape, channelBlock: inBlock)
+            t.withUnsafeMutableStorage { d in g.withUnsafeStorage { pg in ws.withUnsafePointer { pw in
                 if invariant {
-                    for i in 0..<n { conv2dBackwardData(dinp: d + i * inStride, dout: pg + i * outStride, weight: pw, one) }
+                    for i in 0..<n {
+                        conv2dBackwardData(dinp: d + i * inStride, dout: pg + i * outStride, weight: pw, one,
+                                           inpBlock: inBlock, outBlock: gBlock)
+                    }
                 } else {
-                    conv2dBackwardData(dinp: d, dout: pg, weight: pw, s)
+                    conv2dBackwardData(dinp: d, dout: pg, weight: pw, s, inpBlock: inBlock, outBlock: gBlock)
                 }
             } } }
             dx = t
@@ -91,16 +109,16 @@ private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, 
             var sw = [Double](repeating: 0, count: ws.count), sb = [Double](repeating: 0, count: bs == nil ? 0 : o)
             var tw = Tensor(uninitializedShape: ws.shape)
             var tb: Tensor? = bs == nil ? nil : Tensor(uninitializedShape: [o])
-            tw.withUnsafeMutablePointer { pdw in g.withUnsafePointer { pg in xs.withUnsafePointer { px in
+            tw.withUnsafeMutablePointer { pdw in g.withUnsafeStorage { pg in xs.withUnsafeStorage { px in
                 for i in 0..<n {
                     let (inp, dout) = (px + i * inStride, pg + i * outStride)
                     if tb != nil {
                         tb!.withUnsafeMutablePointer { pdb in
-                            conv2dBackwardWeights(dweight: pdw, dbias: pdb, inp: inp, dout: dout, one)
+                            conv2dBackwardWeights(dweight: pdw, dbias: pdb, inp: inp, dout: dout, one, inpBlock: inBlock, outBlock: gBlock)
                             accumulateDouble(&sb, pdb, n: o)
                         }
                     } else {
-                        conv2dBackwardWeights(dweight: pdw, dbias: nil, inp: inp, dout: dout, one)
+                        conv2dBackwardWeights(dweight: pdw, dbias: nil, inp: inp, dout: dout, one, inpBlock: inBlock, outBlock: gBlock)
                     }
                     accumulateDouble(&sw, pdw, n: sw.count)
                 }
@@ -111,12 +129,14 @@ private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, 
             var t = Tensor(uninitializedShape: ws.shape)
             var tb = need.count > 2 ? Tensor(uninitializedShape: [o]) : nil
             t.withUnsafeMutablePointer { d in
-                g.withUnsafePointer { pg in
-                    xs.withUnsafePointer { px in
+                g.withUnsafeStorage { pg in
+                    xs.withUnsafeStorage { px in
                         if tb != nil {
-                            tb!.withUnsafeMutablePointer { conv2dBackwardWeights(dweight: d, dbias: $0, inp: px, dout: pg, s) }
+                            tb!.withUnsafeMutablePointer {
+                                conv2dBackwardWeights(dweight: d, dbias: $0, inp: px, dout: pg, s, inpBlock: inBlock, outBlock: gBlock)
+                            }
                         } else {
-                            conv2dBackwardWeights(dweight: d, dbias: nil, inp: px, dout: pg, s)
+                            conv2dBackwardWeights(dweight: d, dbias: nil, inp: px, dout: pg, s, inpBlock: inBlock, outBlock: gBlock)
                         }
                     }
                 }

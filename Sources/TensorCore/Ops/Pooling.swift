@@ -22,18 +22,34 @@ public func maxPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil
 }
 
 func maxPool(_ x: Tensor, _ s: Pool2DShape, outShape: [Int]) -> Tensor {
-    var out = Tensor(uninitializedShape: outShape)
+    // A channel-blocked input is pooled in its layout (B channels at a time; a map output only).
+    let block = outShape[2] * outShape[3] > 1 ? x.channelBlock : 1
+    var bs = s
+    bs.planes = s.planes / block
+    func forward(_ o: UnsafeMutablePointer<Float>, _ argmax: UnsafeMutablePointer<Int32>?) {
+        if block > 1 {
+            x.withUnsafeStorage { maxPoolForwardBlocked(out: o, argmax: argmax, inp: $0, bs, block: block) }
+        } else {
+            x.withUnsafePointer { maxPoolForward(out: o, argmax: argmax, inp: $0, s) }
+        }
+    }
+    var out = Tensor(uninitializedShape: outShape, channelBlock: block)
     guard GradientTape.isRecording(x) else {
-        out.withUnsafeMutablePointer { o in x.withUnsafePointer { maxPoolForward(out: o, argmax: nil, inp: $0, s) } }
+        out.withUnsafeMutableStorage { forward($0, nil) }
         return out
     }
     let argmax = UnsafeMutablePointer<Int32>.allocate(capacity: max(out.count, 1))
-    out.withUnsafeMutablePointer { o in x.withUnsafePointer { maxPoolForward(out: o, argmax: argmax, inp: $0, s) } }
+    out.withUnsafeMutableStorage { forward($0, argmax) }
     let indices = ArgmaxBox(argmax)
     let inShape = x.shape
     GradientTape.record(&out, [x]) { g, _ in
-        var dx = Tensor(uninitializedShape: inShape)
-        dx.withUnsafeMutablePointer { d in g.withUnsafePointer { maxPoolBackward(dinp: d, dout: $0, argmax: indices.pointer, s) } }
+        var dx = Tensor(uninitializedShape: inShape, channelBlock: block)
+        if block > 1 {
+            let g = g.inLayout(block)
+            dx.withUnsafeMutableStorage { d in g.withUnsafeStorage { maxPoolBackwardBlocked(dinp: d, dout: $0, argmax: indices.pointer, bs, block: block) } }
+        } else {
+            dx.withUnsafeMutablePointer { d in g.withUnsafePointer { maxPoolBackward(dinp: d, dout: $0, argmax: indices.pointer, s) } }
+        }
         return [dx]
     }
     return out

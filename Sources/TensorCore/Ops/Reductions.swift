@@ -23,11 +23,11 @@ extension Tensor {
         if mean { out = rawScale(out, 1 / Float(Swift.max(reducedCount, 1))) }
         let finalShape = keepDims ? kept : kept.enumerated().filter { !ax.contains($0.offset) }.map(\.element)
         out = out.viewing(as: finalShape)
-        let inShape = shape
+        let inShape = shape, block = channelBlock
         GradientTape.record(&out, [self]) { g, _ in
             let gk = g.viewing(as: kept)
             let scale: Float = mean ? 1 / Float(Swift.max(reducedCount, 1)) : 1
-            return [broadcastTo(gk, inShape, scale: scale)]
+            return [broadcastTo(gk, inShape, scale: scale, block: block)]
         }
         return out
     }

@@ -1,0 +1,498 @@
+// Kernels for activations kept in oneDNN's channel-blocked layout between layers.
+//
+// Dims legend: N batch, C channels, S = H·W plane size, B the channel block (8 or 16), CB = C/B.
+// Element (n, c, s) of an N×C×S tensor lies at ((n·CB + c/B)·S + s)·B + c mod B: the layout
+// oneDNN calls nChw8c / nChw16c. B = 1 would be NCHW. A "block plane" (n, c/B) holds S·B
+// contiguous values, each position a vector of B channels.
+//
+// Why: oneDNN's fast convolutions read and write the blocked layout. With NCHW activations each
+// convolution reorders its input in and its output back (and backward the same), which measured
+// ~18% of a CIFAR SE-ResNet-20 training step and ~7% of SE-ResNet-50 inference. Activations that
+// stay blocked from one convolution to the next skip both; the per-channel ops between them (batch
+// norm, ReLU, the SE squeeze and scale, the residual add, max pooling) run here on B channels at a
+// time, which also vectorises them across channels.
+
+import CDNNL
+import Foundation
+
+/// The channel block oneDNN's blocked convolutions use on this machine (16 with AVX-512, 8 with
+/// AVX2), or 1 when activations stay NCHW (no blocked kernel, SENET_ACTIVATION_LAYOUT=nchw, or
+/// SENET_CONV_LAYOUT=plain).
+public let activationBlock: Int = {
+    let env = ProcessInfo.processInfo.environment
+    if env["SENET_ACTIVATION_LAYOUT"] == "nchw" || env["SENET_CONV_LAYOUT"] == "plain" { return 1 }
+    // Ask oneDNN which layout its convolution wants for a typical 3×3 layer.
+    let s = Conv2DShape(n: 2, c: 64, h: 14, w: 14, o: 64, kh: 3, kw: 3, ph: 1, pw: 1)
+    guard let pd = blockedForwardPD(s) else { return 1 }
+    defer { dnnl_primitive_desc_destroy(pd) }
+    var dst = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0)!.pointee
+    for (block, tag) in [(16, dnnl_nChw16c), (8, dnnl_nChw8c)] {
+        var md = makeMD([s.n, s.o, s.ho, s.wo], tag)
+        if dnnl_memory_desc_equal(&dst, &md) != 0 { return block }
+    }
+    return 1
+}()
+
+/// oneDNN's format tag for activations with channel block `block` (1: NCHW).
+func activationTag(_ block: Int) -> dnnl_format_tag_t {
+    switch block {
+    case 1: return dnnl_nchw
+    case 8: return dnnl_nChw8c
+    case 16: return dnnl_nChw16c
+    default: fatalError("channel block \(block): only 1, 8 and 16 are supported")
+    }
+}
+
+private struct LayoutKey: Hashable { let n, c, s, from, to: Int }
+
+private final class ReorderPlan: KernelPlan {
+    let plan: DNNLPlan
+    var impl: String { plan.impl }
+    init(_ k: LayoutKey) {
+        let rt = DNNLRuntime.shared
+        var src = makeMD([k.n, k.c, k.s, 1], activationTag(k.from)), dst = makeMD([k.n, k.c, k.s, 1], activationTag(k.to))
+        var rpd: dnnl_primitive_desc_t?
+        dnnlCheck(dnnl_reorder_primitive_desc_create(&rpd, &src, rt.engine, &dst, rt.engine, rt.attr), "reorder pd \(k)")
+        defer { dnnl_primitive_desc_destroy(rpd) }
+        plan = DNNLPlan(pd: rpd!, args: [(senet_arg_from, false, src, dnnl_query_src_md, 0),
+                                         (senet_arg_to, true, dst, dnnl_query_dst_md, 0)])
+    }
+    func execute(_ p: [UnsafeMutableRawPointer]) { plan.execute(p) }
+}
+
+private let reorderPlans = PlanCache<LayoutKey>()
+
+/// out = inp rearranged from channel block `from` to channel block `to` (1 = NCHW) for an
+/// N×C×S tensor (oneDNN's reorder, planned once per shape). C must be a multiple of both blocks.
+public func convertChannelBlocks(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
+                                 n: Int, c: Int, s: Int, from: Int, to: Int) {
+    precondition(c % from == 0 && c % to == 0, "convertChannelBlocks: \(c) channels in blocks of \(from) → \(to)")
+    if from == to || n * c * s == 0 {
+        out.update(from: inp, count: n * c * s)
+        return
+    }
+    let key = LayoutKey(n: n, c: c, s: s, from: from, to: to)
+    let plan = reorderPlans.cached(key) ?? {
+        let p = ReorderPlan(key)
+        reorderPlans.store(key, p)
+        return p
+    }()
+    plan.execute([UnsafeMutableRawPointer(mutating: inp), UnsafeMutableRawPointer(out)])
+}
+
+// MARK: Per-channel sums
+
+/// Adds Σ_s x[s·B + j] (j = 0..<B) of one block plane to `sums[j]`: 8 channels at a time, in Float
+/// over runs of 64 positions, the runs added in Double (each channel's sum is as accurate as
+/// the NCHW kernels', which add 8 partial sums in Float per run of 4096).
+@inline(__always)
+func blockPlaneSums(_ x: UnsafePointer<Float>, _ s: Int, _ b: Int, into sums: UnsafeMutablePointer<Double>) {
+    for g in stride(from: 0, to: b, by: 8) {
+        var total = SIMD8<Double>(repeating: 0)
+        var i = 0
+        while i < s {
+            let end = min(i + 64, s)
+            var acc = SIMD8<Float>(repeating: 0)
+            while i < end { acc += load8(x, i * b + g); i += 1 }
+            total += SIMD8<Double>(acc)
+        }
+        for j in 0..<8 { sums[g + j] += total[j] }
+    }
+}
+
+/// Σ_s (x − mean)² of one block plane, per channel, into `sums`.
+@inline(__always)
+func blockPlaneSquaredDeviations(_ x: UnsafePointer<Float>, _ s: Int, _ b: Int, mean: UnsafePointer<Float>,
+                                 into sums: UnsafeMutablePointer<Double>) {
+    for g in stride(from: 0, to: b, by: 8) {
+        let vm = load8(mean, g)
+        var total = SIMD8<Double>(repeating: 0)
+        var i = 0
+        while i < s {
+            let end = min(i + 64, s)
+            var acc = SIMD8<Float>(repeating: 0)
+            while i < end { let d = load8(x, i * b + g) - vm; acc += d * d; i += 1 }
+            total += SIMD8<Double>(acc)
+        }
+        for j in 0..<8 { sums[g + j] += total[j] }
+    }
+}
+
+/// Per-channel sums over the N·S values of each channel of a blocked N×C×S tensor, formed per
+/// block plane in parallel and combined in image order (so independent of the thread count).
+/// `planeSums(x, sums)` adds one block plane's B channel sums to `sums` (zeroed before).
+@inline(__always)
+func blockedChannelReduce(n: Int, c: Int, s: Int, b: Int, out: UnsafeMutablePointer<Double>,
+                          _ planeSums: (Int, UnsafeMutablePointer<Double>) -> Void) {
+    let cb = c / b, planes = n * cb
+    let partial = UnsafeMutablePointer<Double>.allocate(capacity: planes * b)
+    defer { partial.deallocate() }
+    partial.initialize(repeating: 0, count: planes * b)
+    parallelRanges(planes, costPerItem: s * b) { r in
+        for p in r { planeSums(p, partial + p * b) }
+    }
+    out.initialize(repeating: 0, count: c)
+    for img in 0..<n {
+        for k in 0..<cb { for j in 0..<b { out[k * b + j] += partial[(img * cb + k) * b + j] } }
+    }
+}
+
+// MARK: Batch normalisation
+
+// In phases, as SyncBatchNorm.swift, so that the synchronised batch norm (sums combined across
+// processes between the phases) and the plain one are the same arithmetic: with one process they
+// agree bit for bit.
+
+/// Phase 1: sums[ch] = Σ x over the N·S values of channel ch.
+public func batchNormChannelSumsBlocked(sums: UnsafeMutablePointer<Double>, inp: UnsafePointer<Float>,
+                                        n: Int, c: Int, s: Int, block b: Int) {
+    blockedChannelReduce(n: n, c: c, s: s, b: b, out: sums) { p, acc in blockPlaneSums(inp + p * s * b, s, b, into: acc) }
+}
+
+/// Phase 2: out[ch] = Σ (x − mean[ch])² (the mean rounded to Float, as the NCHW kernels).
+public func batchNormChannelSquaredDeviationsBlocked(out: UnsafeMutablePointer<Double>, inp: UnsafePointer<Float>,
+                                                     mean: UnsafePointer<Double>, n: Int, c: Int, s: Int, block b: Int) {
+    let fm = (0..<c).map { Float(mean[$0]) }
+    fm.withUnsafeBufferPointer { m in
+        blockedChannelReduce(n: n, c: c, s: s, b: b, out: out) { p, acc in
+            blockPlaneSquaredDeviations(inp + p * s * b, s, b, mean: m.baseAddress! + (p % (c / b)) * b, into: acc)
+        }
+    }
+}
+
+/// Phase 3: normalises with mean[ch] and squaredDeviations[ch] over `count` values per channel
+/// (saved mean and 1/sqrt(var + eps), running statistics with the unbiased variance, optional
+/// fused ReLU).
+public func batchNormApplyStatisticsBlocked(out: UnsafeMutablePointer<Float>, saveMean: UnsafeMutablePointer<Float>,
+                                            saveInvStd: UnsafeMutablePointer<Float>,
+                                            runningMean: UnsafeMutablePointer<Float>?, runningVar: UnsafeMutablePointer<Float>?,
+                                            inp: UnsafePointer<Float>, weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
+                                            mean: UnsafePointer<Double>, squaredDeviations: UnsafePointer<Double>, count m: Int,
+                                            n: Int, c: Int, s: Int, block b: Int, eps: Float, momentum: Float, relu: Bool = false) {
+    var scale = [Float](repeating: 0, count: c), shift = [Float](repeating: 0, count: c)
+    for ch in 0..<c {
+        let variance = squaredDeviations[ch] / Double(m)
+        let fm = Float(mean[ch])
+        let invStd = Float(1 / (variance + Double(eps)).squareRoot())
+        saveMean[ch] = fm
+        saveInvStd[ch] = invStd
+        if let rm = runningMean, let rv = runningVar {
+            let unbiased = m > 1 ? variance * Double(m) / Double(m - 1) : variance
+            rm[ch] = (1 - momentum) * rm[ch] + momentum * fm
+            rv[ch] = (1 - momentum) * rv[ch] + momentum * Float(unbiased)
+        }
+        scale[ch] = (weight?[ch] ?? 1) * invStd
+        shift[ch] = (bias?[ch] ?? 0) - fm * scale[ch]
+    }
+    blockedAffine(out: out, inp: inp, scale: scale, shift: shift, n: n, c: c, s: s, block: b, relu: relu)
+}
+
+/// `batchNormTrainForward` on a blocked tensor (same formulas: batch mean, biased variance for
+/// normalising, unbiased for the running variance; optional fused ReLU): the three phases.
+public func batchNormTrainForwardBlocked(out: UnsafeMutablePointer<Float>, saveMean: UnsafeMutablePointer<Float>,
+                                         saveInvStd: UnsafeMutablePointer<Float>,
+                                         runningMean: UnsafeMutablePointer<Float>?, runningVar: UnsafeMutablePointer<Float>?,
+                                         inp: UnsafePointer<Float>, weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
+                                         n: Int, c: Int, s: Int, block b: Int, eps: Float, momentum: Float, relu: Bool = false) {
+    let m = n * s
+    var mean = [Double](repeating: 0, count: c), deviations = [Double](repeating: 0, count: c)
+    mean.withUnsafeMutableBufferPointer { mp in
+        batchNormChannelSumsBlocked(sums: mp.baseAddress!, inp: inp, n: n, c: c, s: s, block: b)
+        for ch in 0..<c { mp[ch] /= Double(m) }
+        deviations.withUnsafeMutableBufferPointer { dv in
+            batchNormChannelSquaredDeviationsBlocked(out: dv.baseAddress!, inp: inp, mean: mp.baseAddress!, n: n, c: c, s: s, block: b)
+            batchNormApplyStatisticsBlocked(out: out, saveMean: saveMean, saveInvStd: saveInvStd, runningMean: runningMean,
+                                            runningVar: runningVar, inp: inp, weight: weight, bias: bias, mean: mp.baseAddress!,
+                                            squaredDeviations: dv.baseAddress!, count: m, n: n, c: c, s: s, block: b,
+                                            eps: eps, momentum: momentum, relu: relu)
+        }
+    }
+}
+
+/// out = inp · scale[c] + shift[c] (then max(·, 0) with `relu`, NaN kept) on a blocked tensor.
+public func blockedAffine(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, scale: UnsafePointer<Float>,
+                          shift: UnsafePointer<Float>, n: Int, c: Int, s: Int, block b: Int, relu: Bool = false) {
+    let cb = c / b
+    let zero = SIMD8<Float>(repeating: 0)
+    parallelRanges(n * cb, costPerItem: s * b) { r in
+        for p in r {
+            let k = p % cb
+            let x = inp + p * s * b, o = out + p * s * b
+            for g in stride(from: 0, to: b, by: 8) {
+                let vs = load8(scale, k * b + g), vb = load8(shift, k * b + g)
+                for i in 0..<s {
+                    var v = load8(x, i * b + g) * vs + vb
+                    if relu { v = clampBelow(v, zero) }
+                    UnsafeMutableRawPointer(o + i * b + g).storeBytes(of: v, as: SIMD8<Float>.self)
+                }
+            }
+        }
+    }
+}
+
+/// Backward phase 1: per channel Σ dout and Σ dout·(x − mean) (dout zeroed where a fused ReLU's
+/// output `mask` is not positive), per block plane, combined in image order.
+public func batchNormBackwardSumsBlocked(sumDout: UnsafeMutablePointer<Double>, sumDoutCentered: UnsafeMutablePointer<Double>,
+                                         dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, mean: UnsafePointer<Float>,
+                                         n: Int, c: Int, s: Int, block b: Int, reluOutput mask: UnsafePointer<Float>? = nil) {
+    let cb = c / b
+    let zero = SIMD8<Float>(repeating: 0)
+    let partial = UnsafeMutablePointer<Double>.allocate(capacity: 2 * n * c)
+    defer { partial.deallocate() }
+    parallelRanges(n * cb, costPerItem: 2 * s * b) { r in
+        for p in r {
+            let k = p % cb
+            let d = dout + p * s * b, x = inp + p * s * b, mk = mask.map { $0 + p * s * b }
+            for g in stride(from: 0, to: b, by: 8) {
+                let vm = load8(mean, k * b + g)
+                var t1 = SIMD8<Double>(repeating: 0), t2 = SIMD8<Double>(repeating: 0)
+                var i = 0
+                while i < s {
+                    let end = min(i + 64, s)
+                    var a1 = zero, a2 = zero
+                    while i < end {
+                        var dv = load8(d, i * b + g)
+                        if let mk { dv = dv.replacing(with: zero, where: load8(mk, i * b + g) .<= zero) }
+                        a1 += dv
+                        a2 += dv * (load8(x, i * b + g) - vm)
+                        i += 1
+                    }
+                    t1 += SIMD8<Double>(a1)
+                    t2 += SIMD8<Double>(a2)
+                }
+                for j in 0..<8 { partial[2 * p * b + g + j] = t1[j]; partial[2 * p * b + b + g + j] = t2[j] }
+            }
+        }
+    }
+    for ch in 0..<c { sumDout[ch] = 0; sumDoutCentered[ch] = 0 }
+    for img in 0..<n {
+        for k in 0..<cb {
+            let p = img * cb + k
+            for j in 0..<b {
+                sumDout[k * b + j] += partial[2 * p * b + j]
+                sumDoutCentered[k * b + j] += partial[2 * p * b + b + j]
+            }
+        }
+    }
+}
+
+/// Backward phase 2: dinp from the sums over `count` = M values per channel. Training:
+/// dx = g·(dy − Σdy/M − (x − μ)·istd²·Σdy·(x − μ)/M), g = weight·istd; evaluation: dx = dy·g.
+public func batchNormBackwardInputBlocked(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
+                                          mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>, weight: UnsafePointer<Float>?,
+                                          sumDout: UnsafePointer<Double>, sumDoutCentered: UnsafePointer<Double>, count m: Int,
+                                          n: Int, c: Int, s: Int, block b: Int, training: Bool = true,
+                                          reluOutput mask: UnsafePointer<Float>? = nil) {
+    let cb = c / b
+    let zero = SIMD8<Float>(repeating: 0)
+    var coef = [Float](repeating: 0, count: 3 * c)
+    for ch in 0..<c {
+        let istd = invStd[ch]
+        coef[ch] = (weight?[ch] ?? 1) * istd
+        coef[c + ch] = training ? Float(sumDout[ch] / Double(m)) : 0
+        coef[2 * c + ch] = training ? Float(sumDoutCentered[ch] / Double(m)) * istd * istd : 0
+    }
+    coef.withUnsafeBufferPointer { cf in
+        let coef = cf.baseAddress!
+        parallelRanges(n * cb, costPerItem: s * b) { r in
+            for p in r {
+                let k = p % cb
+                let d = dout + p * s * b, x = inp + p * s * b, o = dinp + p * s * b, mk = mask.map { $0 + p * s * b }
+                for g in stride(from: 0, to: b, by: 8) {
+                    let ch = k * b + g
+                    let vg = load8(coef, ch), v1 = load8(coef, c + ch), v2 = load8(coef, 2 * c + ch), vm = load8(mean, ch)
+                    for i in 0..<s {
+                        var dv = load8(d, i * b + g)
+                        if let mk { dv = dv.replacing(with: zero, where: load8(mk, i * b + g) .<= zero) }
+                        let v = training ? vg * (dv - v1 - (load8(x, i * b + g) - vm) * v2) : dv * vg
+                        UnsafeMutableRawPointer(o + i * b + g).storeBytes(of: v, as: SIMD8<Float>.self)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `batchNormBackward` on blocked tensors (dout, inp, reluOutput and dinp all blocked): the two
+/// phases, with dweight = Σ dout·x̂ and dbias = Σ dout between them.
+public func batchNormBackwardBlocked(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
+                                     dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
+                                     inp: UnsafePointer<Float>, mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>,
+                                     weight: UnsafePointer<Float>?, n: Int, c: Int, s: Int, block b: Int, training: Bool,
+                                     reluOutput mask: UnsafePointer<Float>? = nil) {
+    var sdy = [Double](repeating: 0, count: c), sdyx = [Double](repeating: 0, count: c)
+    batchNormBackwardSumsBlocked(sumDout: &sdy, sumDoutCentered: &sdyx, dout: dout, inp: inp, mean: mean,
+                                 n: n, c: c, s: s, block: b, reluOutput: mask)
+    for ch in 0..<c {
+        dweight?[ch] = Float(sdyx[ch] * Double(invStd[ch]))
+        dbias?[ch] = Float(sdy[ch])
+    }
+    guard let dinp else { return }
+    batchNormBackwardInputBlocked(dinp: dinp, dout: dout, inp: inp, mean: mean, invStd: invStd, weight: weight,
+                                  sumDout: sdy, sumDoutCentered: sdyx, count: n * s, n: n, c: c, s: s, block: b,
+                                  training: training, reluOutput: mask)
+}
+
+// MARK: The SE block's squeeze and scale
+
+/// out[n·C + c] = Σ_s x(n, c, s) for a blocked x (the SE squeeze; ∂/∂s of the scale is
+/// `blockedDotPlanes`).
+public func blockedSumPlanes(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, n: Int, c: Int, s: Int, block b: Int) {
+    parallelRanges(n * (c / b), costPerItem: s * b) { r in
+        for p in r {
+            withUnsafeTemporaryAllocation(of: Double.self, capacity: b) { acc in
+                acc.initialize(repeating: 0)
+                blockPlaneSums(x + p * s * b, s, b, into: acc.baseAddress!)
+                for j in 0..<b { out[p * b + j] = Float(acc[j]) }
+            }
+        }
+    }
+}
+
+/// out[n·C + c] = Σ_s a(n, c, s) · b(n, c, s) for blocked a and b.
+public func blockedDotPlanes(out: UnsafeMutablePointer<Float>, a: UnsafePointer<Float>, b bp: UnsafePointer<Float>,
+                             n: Int, c: Int, s: Int, block b: Int) {
+    parallelRanges(n * (c / b), costPerItem: 2 * s * b) { r in
+        for p in r {
+            let x = a + p * s * b, y = bp + p * s * b
+            for g in stride(from: 0, to: b, by: 8) {
+                var total = SIMD8<Double>(repeating: 0)
+                var i = 0
+                while i < s {
+                    let end = min(i + 64, s)
+                    var acc = SIMD8<Float>(repeating: 0)
+                    while i < end { acc += load8(x, i * b + g) * load8(y, i * b + g); i += 1 }
+                    total += SIMD8<Double>(acc)
+                }
+                for j in 0..<8 { out[p * b + g + j] = Float(total[j]) }
+            }
+        }
+    }
+}
+
+/// out(n, c, s) = x(n, c, s) · scale[n·C + c] for a blocked x (the SE scale).
+public func blockedScalePlanes(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, scale: UnsafePointer<Float>,
+                               n: Int, c: Int, s: Int, block b: Int) {
+    parallelRanges(n * (c / b), costPerItem: s * b) { r in
+        for p in r {
+            let xo = x + p * s * b, oo = out + p * s * b
+            for g in stride(from: 0, to: b, by: 8) {
+                let vs = load8(scale, p * b + g)
+                for i in 0..<s {
+                    UnsafeMutableRawPointer(oo + i * b + g).storeBytes(of: load8(xo, i * b + g) * vs, as: SIMD8<Float>.self)
+                }
+            }
+        }
+    }
+}
+
+/// `scaleAddReLUPlanes` on blocked x, residual and out: out = max(x · scale[n·C + c] + r, 0).
+public func blockedScaleAddReLU(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, scale: UnsafePointer<Float>,
+                                residual: UnsafePointer<Float>, n: Int, c: Int, s: Int, block b: Int) {
+    let zero = SIMD8<Float>(repeating: 0)
+    parallelRanges(n * (c / b), costPerItem: 3 * s * b) { r in
+        for p in r {
+            let xo = x + p * s * b, ro = residual + p * s * b, oo = out + p * s * b
+            for g in stride(from: 0, to: b, by: 8) {
+                let vs = load8(scale, p * b + g)
+                for i in 0..<s {
+                    let v = clampBelow(load8(xo, i * b + g) * vs + load8(ro, i * b + g), zero)
+                    UnsafeMutableRawPointer(oo + i * b + g).storeBytes(of: v, as: SIMD8<Float>.self)
+                }
+            }
+        }
+    }
+}
+
+/// `scaleAddReLUBackwardPlanes` on blocked tensors: dr = dout where out > 0 (else 0), dx = dr · scale.
+public func blockedScaleAddReLUBackward(dx: UnsafeMutablePointer<Float>, dr: UnsafeMutablePointer<Float>,
+                                        dout: UnsafePointer<Float>, out: UnsafePointer<Float>, scale: UnsafePointer<Float>,
+                                        n: Int, c: Int, s: Int, block b: Int) {
+    let zero = SIMD8<Float>(repeating: 0)
+    parallelRanges(n * (c / b), costPerItem: 2 * s * b) { r in
+        for p in r {
+            let base = p * s * b
+            for g in stride(from: 0, to: b, by: 8) {
+                let vs = load8(scale, p * b + g)
+                for i in 0..<s {
+                    let at = base + i * b + g
+                    let d = load8(dout, at).replacing(with: zero, where: load8(out, at) .<= zero)
+                    UnsafeMutableRawPointer(dr + at).storeBytes(of: d, as: SIMD8<Float>.self)
+                    UnsafeMutableRawPointer(dx + at).storeBytes(of: d * vs, as: SIMD8<Float>.self)
+                }
+            }
+        }
+    }
+}
+
+/// out(n, c, s) = value[n·C + c] · factor for every s (the adjoint of a blocked plane sum).
+public func blockedBroadcastPlanes(out: UnsafeMutablePointer<Float>, value: UnsafePointer<Float>, factor: Float,
+                                   n: Int, c: Int, s: Int, block b: Int) {
+    let vf = SIMD8<Float>(repeating: factor)
+    parallelRanges(n * (c / b), costPerItem: s * b) { r in
+        for p in r {
+            let oo = out + p * s * b
+            for g in stride(from: 0, to: b, by: 8) {
+                let v = load8(value, p * b + g) * vf
+                for i in 0..<s { UnsafeMutableRawPointer(oo + i * b + g).storeBytes(of: v, as: SIMD8<Float>.self) }
+            }
+        }
+    }
+}
+
+// MARK: Max pooling
+
+/// `maxPoolForward` on a blocked input: `s.planes` counts block planes (N·C/B), each position a
+/// vector of B channels; `argmax` (nil in inference) records per output value the in-plane
+/// position of the winner. Ties and NaN as the NCHW kernel: first maximum, a NaN wins (the last).
+public func maxPoolForwardBlocked(out: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>?,
+                                  inp: UnsafePointer<Float>, _ s: Pool2DShape, block b: Int) {
+    let ho = s.ho, wo = s.wo
+    parallelRanges(s.planes, costPerItem: ho * wo * s.kh * s.kw * b) { r in
+        for p in r {
+            let x = inp + p * s.h * s.w * b
+            let o = out + p * ho * wo * b
+            for oy in 0..<ho {
+                let y0 = oy * s.sh - s.ph
+                let ya = max(y0, 0), yb = min(y0 + s.kh, s.h)
+                for ox in 0..<wo {
+                    let x0 = ox * s.sw - s.pw
+                    let xa = max(x0, 0), xb = min(x0 + s.kw, s.w)
+                    let at = (oy * wo + ox) * b
+                    for g in stride(from: 0, to: b, by: 8) {
+                        var best = SIMD8<Float>(repeating: -.infinity)
+                        // Positions as Float (exact below 2^24) so that one mask selects both.
+                        var bi = SIMD8<Float>(repeating: Float(ya * s.w + xa))
+                        for yy in ya..<yb {
+                            for xx in xa..<xb {
+                                let v = load8(x, (yy * s.w + xx) * b + g)
+                                let wins = (v .> best) .| (v .!= v)
+                                best = best.replacing(with: v, where: wins)
+                                bi = bi.replacing(with: Float(yy * s.w + xx), where: wins)
+                            }
+                        }
+                        UnsafeMutableRawPointer(o + at + g).storeBytes(of: best, as: SIMD8<Float>.self)
+                        if let argmax {
+                            UnsafeMutableRawPointer(argmax + p * ho * wo * b + at + g).storeBytes(of: SIMD8<Int32>(bi, rounding: .towardZero), as: SIMD8<Int32>.self)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `maxPoolBackward` on blocked tensors: dinp (written, zeros elsewhere) = scatter-add of dout to
+/// each channel's winning position.
+public func maxPoolBackwardBlocked(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+                                   argmax: UnsafePointer<Int32>, _ s: Pool2DShape, block b: Int) {
+    let outPlane = s.ho * s.wo * b, inPlane = s.h * s.w * b
+    parallelRanges(s.planes, costPerItem: outPlane + inPlane) { r in
+        for p in r {
+            let d = dinp + p * inPlane
+            d.update(repeating: 0, count: inPlane)
+            let g = dout + p * outPlane, a = argmax + p * outPlane
+            for i in 0..<outPlane { d[Int(a[i]) * b + i % b] += g[i] }
+        }
+    }
+}
