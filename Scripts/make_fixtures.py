@@ -378,6 +378,50 @@ def make_reductions(fi):
     return ff
 
 
+def make_blocked_layout(fi):
+    """Shapes whose channel counts are multiples of 16, for the ops' channel-blocked kernels
+    (nChw8c / nChw16c); the Swift tests run them with the inputs in each blocked layout."""
+    ff = FixtureFile("blocked_layout", fi)
+    momentum, eps = 0.1, 1e-5
+    for name, shape, training, relu in (("bn_train", (2, 16, 7, 7), True, False),
+                                        ("bn_train_relu", (3, 32, 6, 5), True, True),
+                                        ("bn_eval", (2, 32, 5, 5), False, False)):
+        case = ff.case(name, {"training": training, "relu": relu, "momentum": momentum, "eps": eps})
+        c = shape[1]
+        x = randn(*shape) * 2 + 0.5
+        weight = randn(c) * 0.5 + 1
+        bias = randn(c)
+        running_mean = randn(c) * 0.1
+        running_var = torch.rand(c, dtype=torch.float32) + 0.5
+        rm = running_mean.to(torch.float64).clone()
+        rv = running_var.to(torch.float64).clone()
+        xd, wd, bd = leaf(x), leaf(weight), leaf(bias)
+        y = F.batch_norm(xd, rm, rv, wd, bd, training=training, momentum=momentum, eps=eps)
+        if relu:
+            y = F.relu(y)
+        dy = backward_with_dy(y)
+        ff.put(case, x=x, weight=weight, bias=bias, running_mean=running_mean,
+               running_var=running_var, y=y, running_mean_out=rm,
+               running_var_out=rv, dy=dy, dx=xd.grad, dweight=wd.grad,
+               dbias=bd.grad)
+    case = ff.case("maxpool_k3_s2_p1", {"kernel": [3, 3], "stride": [2, 2], "padding": [1, 1]})
+    x = randn(2, 32, 9, 8)
+    xd = leaf(x)
+    y = F.max_pool2d(xd, 3, 2, 1)
+    dy = backward_with_dy(y)
+    ff.put(case, x=x, y=y, dy=dy, dx=xd.grad)
+    for name, shape, o, k, stride, pad in (("conv_k3_p1", (2, 16, 8, 8), 32, 3, 1, 1),
+                                           ("conv_k1_s2", (2, 32, 8, 7), 64, 1, 2, 0)):
+        case = ff.case(name, {"stride": [stride, stride], "padding": [pad, pad]})
+        x = randn(*shape)
+        w = randn(o, shape[1], k, k) * (1.0 / math.sqrt(shape[1] * k * k))
+        xd, wd = leaf(x), leaf(w)
+        y = F.conv2d(xd, wd, None, stride, pad)
+        dy = backward_with_dy(y)
+        ff.put(case, x=x, w=w, y=y, dy=dy, dx=xd.grad, dw=wd.grad)
+    return ff
+
+
 def verify(path, ff):
     """Read the file back with safetensors and compare with what we wrote."""
     from safetensors import safe_open
@@ -397,7 +441,7 @@ def verify(path, ff):
 
 GROUPS = [make_conv2d, make_batchnorm, make_activations, make_pooling,
           make_linear, make_broadcast, make_concat, make_channel_shuffle,
-          make_loss, make_se_block, make_reductions]
+          make_loss, make_se_block, make_reductions, make_blocked_layout]
 
 
 def main():

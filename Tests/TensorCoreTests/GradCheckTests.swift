@@ -123,3 +123,45 @@ struct GradCheckTests {
         }
     }
 }
+
+/// The channel-blocked kernels (Kernels/Blocked.swift) against finite differences: each op reads
+/// its input through `withChannelBlock`, so the tape gradient flows through the blocked kernels.
+/// No ReLU kink lies within the step of these inputs (a fused ReLU's masking is checked against
+/// PyTorch in BlockedLayoutTests).
+@Suite("Finite differences, channel-blocked")
+struct BlockedGradCheckTests {
+    func randn(_ shape: [Int], _ seed: UInt64, std: Float = 1) -> Tensor { Tensor.randomNormal(shape, std: std, seed: seed) }
+
+    @Test(arguments: [8, 16]) func batchNormReLUPoolingAndConvolution(block b: Int) {
+        var rm = Tensor.zeros([16]), rv = Tensor.ones([16])
+        checkGradients(at: [randn([2, 16, 2, 3], 40), randn([16], 41), randn([16], 42)], "bn train, block \(b)") {
+            batchNorm($0[0].withChannelBlock(b), weight: $0[1], bias: $0[2], runningMean: &rm, runningVar: &rv, training: true)
+        }
+        var em = randn([16], 43, std: 0.1), ev = Tensor.ones([16]).scaled(by: 1.5)
+        checkGradients(at: [randn([2, 16, 2, 2], 44), randn([16], 45), randn([16], 46)], "bn eval, block \(b)") {
+            batchNorm($0[0].withChannelBlock(b), weight: $0[1], bias: $0[2], runningMean: &em, runningVar: &ev, training: false)
+        }
+        // Distinct values (a permutation of a grid) so that no window holds a near-tie.
+        let spaced = Tensor(shape: [1, 16, 4, 4], scalars: (0..<256).map { Float(($0 * 97) % 256) / 16 })
+        checkGradients(at: [spaced], "max pool, block \(b)") {
+            maxPool2d($0[0].withChannelBlock(b), kernel: (3, 3), stride: (2, 2), padding: (1, 1))
+        }
+        checkGradients(at: [randn([1, 16, 4, 4], 47), randn([16, 16, 3, 3], 48, std: 0.2)], "conv, block \(b)") {
+            conv2d($0[0].withChannelBlock(b), weight: $0[1], padding: (1, 1))
+        }
+    }
+
+    @Test(arguments: [8, 16]) func seSqueezeScaleAndResidual(block b: Int) {
+        // x·s + r with s the squeeze's own function of x (fan-out through both paths); the
+        // residual keeps the sum positive.
+        let inputs = [randn([2, 16, 3, 3], 50), randn([2, 16, 3, 3], 51).scaled(by: 1, adding: 6)]
+        checkGradients(at: inputs, "composed SE end of block, block \(b)") {
+            let x = $0[0].withChannelBlock(b)
+            return relu(x * sigmoid(globalAvgPool2d(x)) + $0[1].withChannelBlock(b))
+        }
+        checkGradients(at: inputs, "fused SE end of block, block \(b)") {
+            let x = $0[0].withChannelBlock(b)
+            return seScaleAddReLU(x, scale: sigmoid(globalAvgPool2d(x)), residual: $0[1].withChannelBlock(b))
+        }
+    }
+}

@@ -21,4 +21,18 @@ extension Tensor {
         if rank < 1 { shapeFailure("flatten", "cannot flatten a scalar") }
         return reshaped([shape[0], count / Swift.max(shape[0], 1)])
     }
+
+    /// The same values stored with channel block `block` (1: NCHW; 8 or 16: oneDNN's nChw8c /
+    /// nChw16c, for a 4-D tensor whose channels it divides). Convolutions pick the layout
+    /// themselves; this is for tests and for feeding a network blocked input. Gradients pass
+    /// through unchanged.
+    public func withChannelBlock(_ block: Int) -> Tensor {
+        if block != 1 && (rank != 4 || shape[1] % block != 0 || ![8, 16].contains(block)) {
+            shapeFailure("withChannelBlock", "channel block \(block) for shape \(shape) (blocks of 8 or 16 channels of a 4-D tensor)")
+        }
+        var out = inLayout(block)
+        out.trace = nil
+        GradientTape.record(&out, [self]) { g, _ in [g] }
+        return out
+    }
 }
