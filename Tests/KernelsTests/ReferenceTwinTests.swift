@@ -394,3 +394,105 @@ private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         #expect(back2 == p2)
     }
 }
+
+/// The channel-blocked kernels (Blocked.swift) against the NCHW reference twins: inputs are put in
+/// the blocked layout by the reference conversion, each kernel runs there, and its result, read
+/// back by the reference conversion, must equal the NCHW reference's.
+@Suite struct BlockedTwinTests {
+    // (N, C, H, W, block): odd plane sizes, planes longer than one 64-position run, both blocks.
+    static let shapes = [(2, 16, 5, 3, 8), (2, 32, 7, 9, 16), (3, 16, 13, 11, 16), (1, 8, 1, 1, 8)]
+
+    @Test(arguments: shapes)
+    func kernels(_ dims: (Int, Int, Int, Int, Int)) {
+        let (n, c, h, w, b) = dims
+        let s = h * w, count = n * c * s, label = "N\(n) C\(c) \(h)×\(w) block \(b)"
+        func blocked(_ x: [Float]) -> [Float] { Reference.channelBlocked(x, n: n, c: c, s: s, block: b) }
+        func plain(_ x: [Float]) -> [Float] { Reference.fromChannelBlocked(x, n: n, c: c, s: s, block: b) }
+        let x = randoms(count, seed: 31, scale: 2, offset: 1), r = randoms(count, seed: 32), dy = randoms(count, seed: 33)
+        let (xb, rb, dyb) = (blocked(x), blocked(r), blocked(dy))
+
+        // oneDNN's reorder, both ways.
+        var conv = nans(count)
+        convertChannelBlocks(out: &conv, inp: x, n: n, c: c, s: s, from: 1, to: b)
+        #expect(conv == xb, "\(label) NCHW → blocked")
+        convertChannelBlocks(out: &conv, inp: xb, n: n, c: c, s: s, from: b, to: 1)
+        #expect(conv == x, "\(label) blocked → NCHW")
+
+        // Batch norm: training forward (+ ReLU), evaluation forward, backward in both modes.
+        let gamma = randoms(c, seed: 34, scale: 0.5, offset: 1), beta = randoms(c, seed: 35)
+        let rm0 = randoms(c, seed: 36), rv0 = randoms(c, seed: 37, scale: 0.5, offset: 1)
+        let tol: (rtol: Float, atol: Float) = (1e-4, 1e-5)
+        var refRM = rm0, refRV = rv0, rm = rm0, rv = rv0
+        let ref = Reference.batchNormTrainForward(runningMean: &refRM, runningVar: &refRV, inp: x, weight: gamma, bias: beta,
+                                                  n: n, c: c, s: s, eps: 1e-5, momentum: 0.1)
+        for relu in [false, true] {
+            var out = nans(count), mean = nans(c), invStd = nans(c)
+            (rm, rv) = (rm0, rv0)
+            batchNormTrainForwardBlocked(out: &out, saveMean: &mean, saveInvStd: &invStd, runningMean: &rm, runningVar: &rv,
+                                         inp: xb, weight: gamma, bias: beta, n: n, c: c, s: s, block: b, eps: 1e-5,
+                                         momentum: 0.1, relu: relu)
+            expectClose(plain(out), relu ? Reference.reluForward(inp: ref.out) : ref.out, rtol: tol.rtol, atol: tol.atol,
+                        "\(label) train out relu \(relu)")
+            expectClose(mean, ref.mean, rtol: tol.rtol, atol: tol.atol, "\(label) mean")
+            expectClose(invStd, ref.invStd, rtol: tol.rtol, atol: tol.atol, "\(label) invStd")
+            expectClose(rm, refRM, rtol: tol.rtol, atol: tol.atol, "\(label) running mean")
+            expectClose(rv, refRV, rtol: tol.rtol, atol: tol.atol, "\(label) running var")
+            // Backward; with the fused ReLU the reference gradient is masked first.
+            let mask = relu ? out : nil
+            let refDy = relu ? Reference.reluBackward(dout: dy, out: Reference.reluForward(inp: ref.out)) : dy
+            let refB = Reference.batchNormBackward(dout: refDy, inp: x, mean: mean, invStd: invStd, weight: gamma,
+                                                   n: n, c: c, s: s, training: true)
+            var dx = nans(count), dg = nans(c), db = nans(c)
+            batchNormBackwardBlocked(dinp: &dx, dweight: &dg, dbias: &db, dout: dyb, inp: xb, mean: mean, invStd: invStd,
+                                     weight: gamma, n: n, c: c, s: s, block: b, training: true, reluOutput: mask)
+            expectClose(plain(dx), refB.dinp, rtol: tol.rtol, atol: tol.atol, "\(label) dx relu \(relu)")
+            expectClose(dg, refB.dweight, rtol: tol.rtol, atol: tol.atol, "\(label) dweight relu \(relu)")
+            expectClose(db, refB.dbias, rtol: tol.rtol, atol: tol.atol, "\(label) dbias relu \(relu)")
+        }
+        let evalInvStd = rv0.map { 1 / ($0 + 1e-5).squareRoot() }
+        var dx = nans(count), dg = nans(c), db = nans(c)
+        batchNormBackwardBlocked(dinp: &dx, dweight: &dg, dbias: &db, dout: dyb, inp: xb, mean: rm0, invStd: evalInvStd,
+                                 weight: gamma, n: n, c: c, s: s, block: b, training: false)
+        let refE = Reference.batchNormBackward(dout: dy, inp: x, mean: rm0, invStd: evalInvStd, weight: gamma,
+                                               n: n, c: c, s: s, training: false)
+        expectClose(plain(dx), refE.dinp, rtol: tol.rtol, atol: tol.atol, "\(label) eval dx")
+        expectClose(dg, refE.dweight, rtol: tol.rtol, atol: tol.atol, "\(label) eval dweight")
+
+        // The SE squeeze, scale, scale + residual + ReLU and its backward, the per-plane dot product.
+        let scale = randoms(n * c, seed: 38)
+        var out = nans(count), planes = nans(n * c)
+        blockedScalePlanes(out: &out, x: xb, scale: scale, n: n, c: c, s: s, block: b)
+        expectClose(plain(out), Reference.scalePlanes(x: x, s: scale, size: s), "\(label) scale")
+        blockedScaleAddReLU(out: &out, x: xb, scale: scale, residual: rb, n: n, c: c, s: s, block: b)
+        let refOut = Reference.scaleAddReLUPlanes(x: x, s: scale, residual: r, size: s)
+        expectClose(plain(out), refOut, "\(label) scale + add + ReLU")
+        var gx = nans(count), gr = nans(count)
+        blockedScaleAddReLUBackward(dx: &gx, dr: &gr, dout: dyb, out: out, scale: scale, n: n, c: c, s: s, block: b)
+        let refGr = Reference.reluBackward(dout: dy, out: refOut)
+        expectClose(plain(gr), refGr, "\(label) scale + add + ReLU, residual gradient")
+        expectClose(plain(gx), Reference.scalePlanes(x: refGr, s: scale, size: s), "\(label) scale + add + ReLU, x gradient")
+        blockedSumPlanes(out: &planes, x: xb, n: n, c: c, s: s, block: b)
+        expectClose(planes, Reference.sumPlanes(x: x, size: s), rtol: 1e-4, atol: 1e-5, "\(label) squeeze sums")
+        blockedDotPlanes(out: &planes, a: xb, b: dyb, n: n, c: c, s: s, block: b)
+        expectClose(planes, Reference.dotPlanes(a: x, b: dy, size: s), rtol: 1e-4, atol: 1e-5, "\(label) dot")
+        blockedBroadcastPlanes(out: &out, value: scale, factor: 0.5, n: n, c: c, s: s, block: b)
+        expectClose(plain(out), (0..<count).map { scale[$0 / s] * 0.5 }, "\(label) broadcast")
+
+        // Max pooling 3×3 stride 2 padding 1, forward with indices and backward.
+        guard h > 1 else { return }
+        let p = Pool2DShape(planes: n * c, h: h, w: w, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1)
+        var bp = p
+        bp.planes = n * c / b
+        let outCount = n * c * p.ho * p.wo
+        func plainOut(_ v: [Float]) -> [Float] { Reference.fromChannelBlocked(v, n: n, c: c, s: p.ho * p.wo, block: b) }
+        let refPool = Reference.maxPoolForward(inp: x, p)
+        var y = nans(outCount), arg = [Int32](repeating: -7, count: outCount)
+        maxPoolForwardBlocked(out: &y, argmax: &arg, inp: xb, bp, block: b)
+        #expect(plainOut(y) == refPool.out, "\(label) max pool")
+        let dyPool = randoms(outCount, seed: 39)
+        var dxPool = nans(count)
+        maxPoolBackwardBlocked(dinp: &dxPool, dout: Reference.channelBlocked(dyPool, n: n, c: c, s: p.ho * p.wo, block: b),
+                               argmax: arg, bp, block: b)
+        expectClose(plain(dxPool), Reference.maxPoolBackward(dout: dyPool, argmax: refPool.argmax, p), "\(label) max pool backward")
+    }
+}
