@@ -197,7 +197,9 @@ func winogradWins(_ s: Conv2DShape) -> Bool {
 /// The plans that can run `key` under `policy` (tests run each one against the reference).
 func convCandidates(_ key: ConvKey, policy: ConvLayoutPolicy) -> [KernelPlan] {
     var candidates: [KernelPlan] = []
-    if policy != .blocked, key.isPlain, let p = makePlan(key, blocked: false) { candidates.append(p) }
+    // oneDNN on plain NCHW: with channel-blocked activations it reorders them at its edges (the
+    // only way for grouped convolutions whose groups are narrower than a block).
+    if policy != .blocked, let p = makePlan(key, blocked: false) { candidates.append(p) }
     if policy == .auto, key.isPlain, Gemm1x1Plan.applies(key) { candidates.append(Gemm1x1Plan(key)) }
     if policy == .auto, key.isPlain, WinogradPlan.applies(key) { candidates.append(WinogradPlan(key)) }
     if policy == .auto, oneDNNWinograd, let p = makePlan(key, blocked: true, algorithm: dnnl_convolution_winograd) { candidates.append(p) }

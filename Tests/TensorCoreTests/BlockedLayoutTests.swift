@@ -119,6 +119,30 @@ struct BlockedLayoutTests {
         }
     }
 
+    @Test func groupedAndDepthwiseConvolutionsOnBlockedInput() throws {
+        // The conv2d fixtures whose channels a block of 8 divides (grouped, depthwise, 1×1, wide).
+        let fx = try Fixture("conv2d")
+        var checked = 0
+        for c in fx.cases {
+            let p = fx.params(c)
+            let x = fx.require(c, "x")
+            guard x.shape[1] % 8 == 0 else { continue }
+            let hasBias = p["bias"] as? Bool ?? false
+            var inputs = [x.inLayout(8), fx.require(c, "w")]
+            if hasBias { inputs.append(fx.require(c, "b")) }
+            let (y, g) = forwardBackward(inputs, seed: fx.require(c, "dy")) { t in
+                conv2d(t[0], weight: t[1], bias: hasBias ? t[2] : nil, stride: pair(p["stride"]),
+                       padding: pair(p["padding"]), dilation: pair(p["dilation"]), groups: p["groups"] as? Int ?? 1)
+            }
+            #expect(g[0].channelBlock == 8, "\(c): gradient layout")
+            var grads = [("dx", g[0]), ("dw", g[1])]
+            if hasBias { grads.append(("db", g[2])) }
+            checkCase(fx, c, output: y, gradients: grads)
+            checked += 1
+        }
+        #expect(checked >= 4)
+    }
+
     @Test func seBlockMatchesPyTorch() throws {
         // The SE squeeze, scale and residual add + ReLU, composed and fused, on blocked x and
         // residual (the fixture's 32 and 64 channels).

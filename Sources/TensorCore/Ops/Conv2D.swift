@@ -50,14 +50,15 @@ private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, 
     var one = s
     one.n = 1
     let (inStride, outStride) = (c * h * w, o * s.ho * s.wo)
-    // Layouts: a channel-blocked input is read as it is (grouped convolutions take NCHW); the
-    // output (a map, not N×O×1×1) is channel-blocked when the input was, or when the input is an
-    // image (≤ 4 channels: the network's stem), so that activations stay blocked from layer to
-    // layer.
+    // Layouts: a channel-blocked input is read as it is; the output (a map, not N×O×1×1) is
+    // channel-blocked when the input was, or when the input is an image (≤ 4 channels: the
+    // network's stem), so that activations stay blocked from layer to layer. (Grouped convolutions
+    // whose groups are narrower than a block have no blocked oneDNN kernel: their plan reorders at
+    // its edges, and the layers around them stay blocked.)
     let block = activationBlock
-    let xin = groups == 1 ? x : x.inLayout(1)
+    let xin = x
     let inBlock = xin.channelBlock
-    let outBlock = block > 1 && groups == 1 && o % block == 0 && s.ho * s.wo > 1 && (inBlock > 1 || c <= 4) ? block : 1
+    let outBlock = block > 1 && o % block == 0 && s.ho * s.wo > 1 && (inBlock > 1 || c <= 4) ? block : 1
     var out = Tensor(uninitializedShape: [n, o, s.ho, s.wo], channelBlock: outBlock)
     out.withUnsafeMutableStorage { po in
         xin.withUnsafeStorage { px in
