@@ -153,26 +153,37 @@ def make_batchnorm(fi):
         ("train_1x1", (8, 6, 1, 1), True),
         ("eval", (3, 4, 5, 5), False),
     ]
-    momentum, eps = 0.1, 1e-5
     for name, shape, training in specs:
-        case = ff.case(name, {"training": training, "momentum": momentum, "eps": eps})
-        c = shape[1]
-        x = randn(*shape) * 2 + 0.5
-        weight = randn(c) * 0.5 + 1
-        bias = randn(c)
-        running_mean = randn(c) * 0.1
-        running_var = torch.rand(c, dtype=torch.float32) + 0.5
-        rm = running_mean.to(torch.float64).clone()
-        rv = running_var.to(torch.float64).clone()
-        xd, wd, bd = leaf(x), leaf(weight), leaf(bias)
-        y = F.batch_norm(xd, rm, rv, wd, bd, training=training,
-                         momentum=momentum, eps=eps)
-        dy = backward_with_dy(y)
-        ff.put(case, x=x, weight=weight, bias=bias, running_mean=running_mean,
-               running_var=running_var, y=y, running_mean_out=rm,
-               running_var_out=rv, dy=dy, dx=xd.grad, dweight=wd.grad,
-               dbias=bd.grad)
+        batchnorm_case(ff, name, shape, training, relu=None)
     return ff
+
+
+def batchnorm_case(ff, name, shape, training, relu):
+    """One batch-norm case (followed by a ReLU when `relu`; None leaves the parameter out):
+    inputs, running statistics before and after, output and gradients."""
+    momentum, eps = 0.1, 1e-5
+    params = {"training": training, "momentum": momentum, "eps": eps}
+    if relu is not None:
+        params = {"training": training, "relu": relu, "momentum": momentum, "eps": eps}
+    case = ff.case(name, params)
+    c = shape[1]
+    x = randn(*shape) * 2 + 0.5
+    weight = randn(c) * 0.5 + 1
+    bias = randn(c)
+    running_mean = randn(c) * 0.1
+    running_var = torch.rand(c, dtype=torch.float32) + 0.5
+    rm = running_mean.to(torch.float64).clone()
+    rv = running_var.to(torch.float64).clone()
+    xd, wd, bd = leaf(x), leaf(weight), leaf(bias)
+    y = F.batch_norm(xd, rm, rv, wd, bd, training=training,
+                     momentum=momentum, eps=eps)
+    if relu:
+        y = F.relu(y)
+    dy = backward_with_dy(y)
+    ff.put(case, x=x, weight=weight, bias=bias, running_mean=running_mean,
+           running_var=running_var, y=y, running_mean_out=rm,
+           running_var_out=rv, dy=dy, dx=xd.grad, dweight=wd.grad,
+           dbias=bd.grad)
 
 
 def make_activations(fi):
@@ -382,28 +393,10 @@ def make_blocked_layout(fi):
     """Shapes whose channel counts are multiples of 16, for the ops' channel-blocked kernels
     (nChw8c / nChw16c); the Swift tests run them with the inputs in each blocked layout."""
     ff = FixtureFile("blocked_layout", fi)
-    momentum, eps = 0.1, 1e-5
     for name, shape, training, relu in (("bn_train", (2, 16, 7, 7), True, False),
                                         ("bn_train_relu", (3, 32, 6, 5), True, True),
                                         ("bn_eval", (2, 32, 5, 5), False, False)):
-        case = ff.case(name, {"training": training, "relu": relu, "momentum": momentum, "eps": eps})
-        c = shape[1]
-        x = randn(*shape) * 2 + 0.5
-        weight = randn(c) * 0.5 + 1
-        bias = randn(c)
-        running_mean = randn(c) * 0.1
-        running_var = torch.rand(c, dtype=torch.float32) + 0.5
-        rm = running_mean.to(torch.float64).clone()
-        rv = running_var.to(torch.float64).clone()
-        xd, wd, bd = leaf(x), leaf(weight), leaf(bias)
-        y = F.batch_norm(xd, rm, rv, wd, bd, training=training, momentum=momentum, eps=eps)
-        if relu:
-            y = F.relu(y)
-        dy = backward_with_dy(y)
-        ff.put(case, x=x, weight=weight, bias=bias, running_mean=running_mean,
-               running_var=running_var, y=y, running_mean_out=rm,
-               running_var_out=rv, dy=dy, dx=xd.grad, dweight=wd.grad,
-               dbias=bd.grad)
+        batchnorm_case(ff, name, shape, training, relu)
     case = ff.case("maxpool_k3_s2_p1", {"kernel": [3, 3], "stride": [2, 2], "padding": [1, 1]})
     x = randn(2, 32, 9, 8)
     xd = leaf(x)

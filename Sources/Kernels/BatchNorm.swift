@@ -127,6 +127,24 @@ func normalizeChannel(_ ch: Int, mean: Double, variance: Double, count m: Int, o
                       runningMean: UnsafeMutablePointer<Float>?, runningVar: UnsafeMutablePointer<Float>?,
                       inp: UnsafePointer<Float>, weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
                       n: Int, c: Int, s: Int, eps: Float, momentum: Float, relu: Bool = false) {
+    let (scale, shift) = channelStatistics(ch, mean: mean, variance: variance, count: m, saveMean: saveMean,
+                                           saveInvStd: saveInvStd, runningMean: runningMean, runningVar: runningVar,
+                                           weight: weight, bias: bias, eps: eps, momentum: momentum)
+    for b in 0..<n {
+        let o = (b * c + ch) * s
+        affineSerial(out + o, inp + o, scale, shift, s, relu: relu)
+    }
+}
+
+/// Channel `ch`'s batch statistics: saves the mean and 1/sqrt(var + eps) for backward, updates the
+/// running statistics (variance unbiased, ×m/(m − 1)), and returns the normalisation's
+/// out = inp·scale + shift coefficients. Shared by the NCHW and channel-blocked kernels.
+@inline(__always)
+func channelStatistics(_ ch: Int, mean: Double, variance: Double, count m: Int,
+                       saveMean: UnsafeMutablePointer<Float>, saveInvStd: UnsafeMutablePointer<Float>,
+                       runningMean: UnsafeMutablePointer<Float>?, runningVar: UnsafeMutablePointer<Float>?,
+                       weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?, eps: Float,
+                       momentum: Float) -> (scale: Float, shift: Float) {
     let fm = Float(mean)
     let invStd = Float(1 / (variance + Double(eps)).squareRoot())
     saveMean[ch] = fm
@@ -137,11 +155,7 @@ func normalizeChannel(_ ch: Int, mean: Double, variance: Double, count m: Int, o
         rv[ch] = (1 - momentum) * rv[ch] + momentum * Float(unbiased)
     }
     let scale = (weight?[ch] ?? 1) * invStd
-    let shift = (bias?[ch] ?? 0) - fm * scale
-    for b in 0..<n {
-        let o = (b * c + ch) * s
-        affineSerial(out + o, inp + o, scale, shift, s, relu: relu)
-    }
+    return (scale, (bias?[ch] ?? 0) - fm * scale)
 }
 
 /// Evaluation forward: out = (inp − runningMean) / sqrt(runningVar + eps) · weight + bias.

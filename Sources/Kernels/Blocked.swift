@@ -82,20 +82,27 @@ public func convertChannelBlocks(out: UnsafeMutablePointer<Float>, inp: UnsafePo
 
 // MARK: Per-channel sums
 
-/// Adds Σ_s x[s·B + j] (j = 0..<B) of one block plane to `sums[j]`: 8 channels at a time, in Float
-/// over runs of 64 positions, the runs added in Double (each channel's sum is as accurate as
-/// the NCHW kernels', which add 8 partial sums in Float per run of 4096).
+/// Σ term(i) over the positions i of a block plane, 8 channels wide: in Float over runs of 64
+/// positions, the runs added in Double (each channel's sum is as accurate as the NCHW kernels',
+/// which add 8 partial sums in Float per run of 4096).
+@inline(__always)
+func runSums(_ s: Int, _ term: (Int) -> SIMD8<Float>) -> SIMD8<Double> {
+    var total = SIMD8<Double>(repeating: 0)
+    var i = 0
+    while i < s {
+        let end = min(i + 64, s)
+        var acc = SIMD8<Float>(repeating: 0)
+        while i < end { acc += term(i); i += 1 }
+        total += SIMD8<Double>(acc)
+    }
+    return total
+}
+
+/// Adds Σ_s x[s·B + j] (j = 0..<B) of one block plane to `sums[j]`.
 @inline(__always)
 func blockPlaneSums(_ x: UnsafePointer<Float>, _ s: Int, _ b: Int, into sums: UnsafeMutablePointer<Double>) {
     for g in stride(from: 0, to: b, by: 8) {
-        var total = SIMD8<Double>(repeating: 0)
-        var i = 0
-        while i < s {
-            let end = min(i + 64, s)
-            var acc = SIMD8<Float>(repeating: 0)
-            while i < end { acc += load8(x, i * b + g); i += 1 }
-            total += SIMD8<Double>(acc)
-        }
+        let total = runSums(s) { load8(x, $0 * b + g) }
         for j in 0..<8 { sums[g + j] += total[j] }
     }
 }
@@ -106,14 +113,7 @@ func blockPlaneSquaredDeviations(_ x: UnsafePointer<Float>, _ s: Int, _ b: Int, 
                                  into sums: UnsafeMutablePointer<Double>) {
     for g in stride(from: 0, to: b, by: 8) {
         let vm = load8(mean, g)
-        var total = SIMD8<Double>(repeating: 0)
-        var i = 0
-        while i < s {
-            let end = min(i + 64, s)
-            var acc = SIMD8<Float>(repeating: 0)
-            while i < end { let d = load8(x, i * b + g) - vm; acc += d * d; i += 1 }
-            total += SIMD8<Double>(acc)
-        }
+        let total = runSums(s) { i in let d = load8(x, i * b + g) - vm; return d * d }
         for j in 0..<8 { sums[g + j] += total[j] }
     }
 }
@@ -171,18 +171,10 @@ public func batchNormApplyStatisticsBlocked(out: UnsafeMutablePointer<Float>, sa
                                             n: Int, c: Int, s: Int, block b: Int, eps: Float, momentum: Float, relu: Bool = false) {
     var scale = [Float](repeating: 0, count: c), shift = [Float](repeating: 0, count: c)
     for ch in 0..<c {
-        let variance = squaredDeviations[ch] / Double(m)
-        let fm = Float(mean[ch])
-        let invStd = Float(1 / (variance + Double(eps)).squareRoot())
-        saveMean[ch] = fm
-        saveInvStd[ch] = invStd
-        if let rm = runningMean, let rv = runningVar {
-            let unbiased = m > 1 ? variance * Double(m) / Double(m - 1) : variance
-            rm[ch] = (1 - momentum) * rm[ch] + momentum * fm
-            rv[ch] = (1 - momentum) * rv[ch] + momentum * Float(unbiased)
-        }
-        scale[ch] = (weight?[ch] ?? 1) * invStd
-        shift[ch] = (bias?[ch] ?? 0) - fm * scale[ch]
+        (scale[ch], shift[ch]) = channelStatistics(ch, mean: mean[ch], variance: squaredDeviations[ch] / Double(m), count: m,
+                                                   saveMean: saveMean, saveInvStd: saveInvStd, runningMean: runningMean,
+                                                   runningVar: runningVar, weight: weight, bias: bias, eps: eps,
+                                                   momentum: momentum)
     }
     blockedAffine(out: out, inp: inp, scale: scale, shift: shift, n: n, c: c, s: s, block: b, relu: relu)
 }
@@ -356,14 +348,7 @@ public func blockedDotPlanes(out: UnsafeMutablePointer<Float>, a: UnsafePointer<
         for p in r {
             let x = a + p * s * b, y = bp + p * s * b
             for g in stride(from: 0, to: b, by: 8) {
-                var total = SIMD8<Double>(repeating: 0)
-                var i = 0
-                while i < s {
-                    let end = min(i + 64, s)
-                    var acc = SIMD8<Float>(repeating: 0)
-                    while i < end { acc += load8(x, i * b + g) * load8(y, i * b + g); i += 1 }
-                    total += SIMD8<Double>(acc)
-                }
+                let total = runSums(s) { load8(x, $0 * b + g) * load8(y, $0 * b + g) }
                 for j in 0..<8 { out[p * b + g + j] = Float(total[j]) }
             }
         }
@@ -453,11 +438,9 @@ public func maxPoolForwardBlocked(out: UnsafeMutablePointer<Float>, argmax: Unsa
             let x = inp + p * s.h * s.w * b
             let o = out + p * ho * wo * b
             for oy in 0..<ho {
-                let y0 = oy * s.sh - s.ph
-                let ya = max(y0, 0), yb = min(y0 + s.kh, s.h)
+                let (ya, yb) = s.rows(oy)
                 for ox in 0..<wo {
-                    let x0 = ox * s.sw - s.pw
-                    let xa = max(x0, 0), xb = min(x0 + s.kw, s.w)
+                    let (xa, xb) = s.columns(ox)
                     let at = (oy * wo + ox) * b
                     for g in stride(from: 0, to: b, by: 8) {
                         var best = SIMD8<Float>(repeating: -.infinity)
@@ -473,7 +456,8 @@ public func maxPoolForwardBlocked(out: UnsafeMutablePointer<Float>, argmax: Unsa
                         }
                         UnsafeMutableRawPointer(o + at + g).storeBytes(of: best, as: SIMD8<Float>.self)
                         if let argmax {
-                            UnsafeMutableRawPointer(argmax + p * ho * wo * b + at + g).storeBytes(of: SIMD8<Int32>(bi, rounding: .towardZero), as: SIMD8<Int32>.self)
+                            let a = argmax + p * ho * wo * b + at + g
+                            for j in 0..<8 { a[j] = Int32(bi[j]) }
                         }
                     }
                 }

@@ -23,6 +23,14 @@ public struct Pool2DShape: Hashable, Sendable {
 
     public var ho: Int { Pool2DShape.outSize(h, kh, sh, ph, ceilMode) }
     public var wo: Int { Pool2DShape.outSize(w, kw, sw, pw, ceilMode) }
+
+    /// The input rows ya..<yb of output row oy's window (clipped to the map: padding is skipped).
+    @inline(__always)
+    func rows(_ oy: Int) -> (Int, Int) { let y0 = oy * sh - ph; return (max(y0, 0), min(y0 + kh, h)) }
+
+    /// The input columns xa..<xb of output column ox's window.
+    @inline(__always)
+    func columns(_ ox: Int) -> (Int, Int) { let x0 = ox * sw - pw; return (max(x0, 0), min(x0 + kw, w)) }
 }
 
 /// out[p, oy, ox] = max over the window; `argmax` records the flat in-plane index of the winner
@@ -35,11 +43,9 @@ public func maxPoolForward(out: UnsafeMutablePointer<Float>, argmax: UnsafeMutab
             let x = inp + p * s.h * s.w
             let o = out + p * ho * wo
             for oy in 0..<ho {
-                let y0 = oy * s.sh - s.ph
-                let ya = max(y0, 0), yb = min(y0 + s.kh, s.h)
+                let (ya, yb) = s.rows(oy)
                 for ox in 0..<wo {
-                    let x0 = ox * s.sw - s.pw
-                    let xa = max(x0, 0), xb = min(x0 + s.kw, s.w)
+                    let (xa, xb) = s.columns(ox)
                     var best = -Float.infinity, bi = ya * s.w + xa
                     for yy in ya..<yb {
                         for xx in xa..<xb {

@@ -100,25 +100,21 @@ private func normalize(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean:
                 } } }
             } }
         } } }
-    } else if training && block > 1 {
+    } else if training {
+        // In x's storage layout (`block` is its channel block, 1 for NCHW).
         mean = Tensor(uninitializedShape: [c]); invStd = Tensor(uninitializedShape: [c])
         out.withUnsafeMutableStorage { po in mean.withUnsafeMutablePointer { pm in invStd.withUnsafeMutablePointer { pi in
             runningMean.withUnsafeMutablePointer { rm in runningVar.withUnsafeMutablePointer { rv in
                 x.withUnsafeStorage { px in optionalPointer(weight) { pw in optionalPointer(bias) { pb in
-                    batchNormTrainForwardBlocked(out: po, saveMean: pm, saveInvStd: pi, runningMean: rm, runningVar: rv,
-                                                 inp: px, weight: pw, bias: pb, n: n, c: c, s: s, block: block, eps: eps,
-                                                 momentum: momentum, relu: relu)
-                } } }
-            } }
-        } } }
-    } else if training {
-        mean = Tensor(uninitializedShape: [c]); invStd = Tensor(uninitializedShape: [c])
-        out.withUnsafeMutablePointer { po in mean.withUnsafeMutablePointer { pm in invStd.withUnsafeMutablePointer { pi in
-            runningMean.withUnsafeMutablePointer { rm in runningVar.withUnsafeMutablePointer { rv in
-                x.withUnsafePointer { px in optionalPointer(weight) { pw in optionalPointer(bias) { pb in
-                    batchNormTrainForward(out: po, saveMean: pm, saveInvStd: pi, runningMean: rm, runningVar: rv,
-                                          inp: px, weight: pw, bias: pb, n: n, c: c, s: s, eps: eps, momentum: momentum,
-                                          relu: relu)
+                    if block > 1 {
+                        batchNormTrainForwardBlocked(out: po, saveMean: pm, saveInvStd: pi, runningMean: rm, runningVar: rv,
+                                                     inp: px, weight: pw, bias: pb, n: n, c: c, s: s, block: block, eps: eps,
+                                                     momentum: momentum, relu: relu)
+                    } else {
+                        batchNormTrainForward(out: po, saveMean: pm, saveInvStd: pi, runningMean: rm, runningVar: rv,
+                                              inp: px, weight: pw, bias: pb, n: n, c: c, s: s, eps: eps, momentum: momentum,
+                                              relu: relu)
+                    }
                 } } }
             } }
         } } }
