@@ -74,6 +74,7 @@ bench: deps $(BENCH_VENV)/ok
 	for r in $$(seq $(ROUNDS)); do \
 		echo "round $$r/$(ROUNDS)" >&2; \
 		OMP_NUM_THREADS=2 .build-bench/release/senet-bench conv --json >> bench-out/ours.jsonl; \
+		OMP_NUM_THREADS=2 .build-bench/release/senet-bench conv --json --layout blocked >> bench-out/ours.jsonl; \
 		OMP_NUM_THREADS=2 $(BENCH_VENV)/bin/python Scripts/bench_torch.py --threads 2 --json >> bench-out/torch.jsonl; \
 	done
 	$(PYTHON) Scripts/perf_table.py bench-out/ours.jsonl bench-out/torch.jsonl --out docs/performance.md \

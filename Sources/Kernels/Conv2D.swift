@@ -294,8 +294,9 @@ final class ConvProfile: @unchecked Sendable {
 
 /// The oneDNN implementation chosen for a shape and pass (for benchmarks and diagnostics), or nil
 /// if the shape has not run yet.
-public func conv2dImplementation(_ shape: Conv2DShape, pass: ConvPass, bias: Bool = false, relu: Bool = false) -> String? {
-    convPlans.cached(ConvKey(shape: shape, pass: pass, bias: bias, relu: relu))?.impl
+public func conv2dImplementation(_ shape: Conv2DShape, pass: ConvPass, bias: Bool = false, relu: Bool = false,
+                                 inpBlock: Int = 1, outBlock: Int = 1) -> String? {
+    convPlans.cached(ConvKey(shape: shape, pass: pass, bias: bias, relu: relu, srcBlock: inpBlock, dstBlock: outBlock))?.impl
 }
 
 /// out[N,O,Ho,Wo] = conv(inp[N,C,H,W], weight[O,C/G,kh,kw]) + bias[O].

@@ -1,7 +1,9 @@
 // senet-bench: release-mode benchmarks. `senet-bench conv` times every distinct convolution of
 // ResNet-50 (timm/torchvision layout, 224×224) at the given batch sizes, forward, backward-data
 // and backward-weights, and prints ms and GFLOP/s (or JSON lines for Scripts/perf_table.py,
-// with the same shape ids as Scripts/bench_torch.py).
+// with the same shape ids as Scripts/bench_torch.py). `--layout blocked` times the calls as they
+// run inside our networks: activations in oneDNN's channel-blocked layout on both sides (the
+// image input of the stem stays NCHW), no reorders.
 
 import ArgumentParser
 import Foundation
@@ -32,9 +34,14 @@ struct ConvBench: ParsableCommand {
     @Option(help: "Comma-separated batch sizes.") var batches = "1,16"
     @Option(help: "Timed repeats per measurement (median reported).") var repeats = 5
     @Option(help: "Comma-separated shape ids to run (e.g. 64x56-64-k3s1).") var only = ""
+    @Option(help: "Activations: nchw (calls on NCHW buffers) or blocked (the layout our networks keep).")
+    var layout = "nchw"
     @Flag(help: "One JSON object per line.") var json = false
 
     func run() throws {
+        guard layout == "nchw" || layout == "blocked" else { throw ValidationError("--layout: nchw or blocked") }
+        let block = layout == "blocked" ? activationBlock : 1
+        let label = layout == "blocked" ? "ours_blocked" : "ours"
         setvbuf(stdout, nil, _IOLBF, 0)
         let batchList = batches.split(separator: ",").compactMap { Int($0) }
         let filter = Set(only.split(separator: ",").map(String.init))
@@ -46,20 +53,24 @@ struct ConvBench: ParsableCommand {
             if !filter.isEmpty && !filter.contains(id) { continue }
             for n in batchList {
                 let shape = Conv2DShape(n: n, c: cin, h: h, w: h, o: cout, kh: k, kw: k, sh: s, sw: s, ph: p, pw: p)
+                let (inB, outB) = (cin % block == 0 ? block : 1, cout % block == 0 ? block : 1)
                 let x = randomBuffer(shape.inputCount), w = randomBuffer(shape.weightCount)
                 let y = randomBuffer(shape.outputCount)
                 defer { x.deallocate(); w.deallocate(); y.deallocate() }
                 let passes: [(String, ConvPass, () -> Void)] = [
-                    ("forward", .forward, { conv2dForward(out: y, inp: x, weight: w, bias: nil, shape) }),
-                    ("backward_data", .backwardData, { conv2dBackwardData(dinp: x, dout: y, weight: w, shape) }),
-                    ("backward_weights", .backwardWeights, { conv2dBackwardWeights(dweight: w, dbias: nil, inp: x, dout: y, shape) }),
+                    ("forward", .forward, {
+                        conv2dForward(out: y, inp: x, weight: w, bias: nil, shape, inpBlock: inB, outBlock: outB) }),
+                    ("backward_data", .backwardData, {
+                        conv2dBackwardData(dinp: x, dout: y, weight: w, shape, inpBlock: inB, outBlock: outB) }),
+                    ("backward_weights", .backwardWeights, {
+                        conv2dBackwardWeights(dweight: w, dbias: nil, inp: x, dout: y, shape, inpBlock: inB, outBlock: outB) }),
                 ]
                 for (name, pass, call) in passes {
                     let t = time(call)
                     let gflops = 2 * Double(shape.macs) / (t.median * 1e6)
-                    let impl = conv2dImplementation(shape, pass: pass) ?? "?"
+                    let impl = conv2dImplementation(shape, pass: pass, inpBlock: inB, outBlock: outB) ?? "?"
                     if json {
-                        print(#"{"id":"\#(id)","batch":\#(n),"pass":"\#(name)","layout":"ours","ms_median":\#(t.median),"ms_min":\#(t.min),"ms_max":\#(t.max),"gflops":\#(gflops),"impl":"\#(impl)","threads":\#(kernelThreads)}"#)
+                        print(#"{"id":"\#(id)","batch":\#(n),"pass":"\#(name)","layout":"\#(label)","ms_median":\#(t.median),"ms_min":\#(t.min),"ms_max":\#(t.max),"gflops":\#(gflops),"impl":"\#(impl)","threads":\#(kernelThreads)}"#)
                     } else {
                         print(id.padding(toLength: 18, withPad: " ", startingAt: 0)
                               + String(format: " %5d  ", n) + name.padding(toLength: 16, withPad: " ", startingAt: 0)
