@@ -129,7 +129,12 @@ struct MPITrainingTests {
             print("np \(k), 1 step: weights and BN statistics worst \(model) (\(modelKey)); averaged gradient worst \(gradient) "
                   + "(\(gradientKey)); one-process thread spread \(gradientSpread)")
             #expect(model <= 1e-5, "np \(k): \(modelKey) differs by \(model) after one step")
-            #expect(gradient <= max(1e-5, 3 * gradientSpread), "np \(k): gradient \(gradientKey) differs by \(gradient)")
+            // Gradients are float32 sums over the batch that each process forms over its own part:
+            // oneDNN's AVX2 weight-gradient kernels split that reduction by the local batch size,
+            // which moved the stem's gradient by 5.6e-5 (ONEDNN_MAX_CPU_ISA=AVX2 on a Zen 4, with
+            // NCHW or blocked activations alike); the PyTorch parity tolerance for gradients, 1e-4,
+            // bounds it.
+            #expect(gradient <= max(1e-4, 3 * gradientSpread), "np \(k): gradient \(gradientKey) differs by \(gradient)")
         }
 
         // Twenty steps with batch-invariant reductions: every tensor within 1e-5.
