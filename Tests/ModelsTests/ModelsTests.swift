@@ -319,3 +319,43 @@ final class ReLUAndBypass: Module {
         #expect(fused.scalars.allSatisfy { $0 >= 0 })
     }
 }
+
+/// Whole networks with activations kept channel-blocked against the same networks kept NCHW (each
+/// path's ops are checked against PyTorch separately; this checks the layout transitions: stems,
+/// residual adds, downsample shortcuts, grouped and depthwise convolutions, concatenations,
+/// channel shuffles, pre-activation blocks). The loss and every parameter gradient of one batch, in
+/// evaluation mode: training-mode batch norm over four images of a network's smallest maps
+/// amplifies rounding differences (the convolutions' autotuned kernels differ between the
+/// layouts) far beyond what the layouts themselves contribute; each layout's training-mode batch
+/// norm is checked against PyTorch on its own. A gradient that is zero up to rounding (the bias of
+/// a convolution that batch norm follows) is compared at the scale of the model's largest.
+@Suite("Blocked activations in whole networks", .serialized)
+struct BlockedNetworkTests {
+    @Test(arguments: ["seresnet20", "preact_seresnet164", "seresnet18", "legacy_seresnext26_32x4d", "se_mobilenet_v1",
+                      "mobilenet_v3_small", "se_bninception", "se_shufflenet_v1_g3"])
+    func lossAndGradientsEqualNCHW(_ name: String) throws {
+        let entry = try ModelRegistry.entry(name)
+        let side = entry.minimumInputSize
+        let x = Tensor.randomNormal([4, 3, side, side], seed: 3)
+        var results: [(Float, [String: Tensor])] = []
+        for layout in [ActivationLayout.blocked, .nchw] {
+            let model = entry(ModelOptions(numClasses: 7))  // the same seeded weights each time
+            model.eval()
+            let (loss, grads) = ActivationLayout.with(layout) {
+                valueAndGradient(of: model) { crossEntropy(logits: model(x), targets: [1, 5, 0, 6]) }
+            }
+            results.append((loss.item, grads))
+        }
+        let (blocked, plain) = (results[0], results[1])
+        #expect(abs(blocked.0 - plain.0) <= 1e-4 * max(abs(plain.0), 1), "\(name): loss \(blocked.0) vs \(plain.0)")
+        #expect(Set(blocked.1.keys) == Set(plain.1.keys))
+        let largest = plain.1.values.map { $0.scalars.map(abs).max() ?? 0 }.max() ?? 0
+        #expect(largest > 0, "\(name): all gradients are zero")
+        for (key, g) in plain.1 {
+            guard let b = blocked.1[key] else { continue }
+            let scale = max(g.scalars.map(abs).max() ?? 0, 1e-3 * largest)
+            let worst = zip(b.scalars, g.scalars).map { abs($0 - $1) }.max() ?? 0
+            #expect(worst <= 1e-4 * scale, "\(name): gradient of \(key) differs by \(worst) (largest \(scale))")
+        }
+    }
+}

@@ -55,7 +55,7 @@ private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, 
     // network's stem), so that activations stay blocked from layer to layer. (Grouped convolutions
     // whose groups are narrower than a block have no blocked oneDNN kernel: their plan reorders at
     // its edges, and the layers around them stay blocked.)
-    let block = activationBlock
+    let block = ActivationLayout.current == .nchw ? 1 : activationBlock
     let xin = x
     let inBlock = xin.channelBlock
     let outBlock = block > 1 && o % block == 0 && s.ho * s.wo > 1 && (inBlock > 1 || c <= 4) ? block : 1
@@ -148,6 +148,22 @@ private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, 
         return need.count > 2 ? [dx, dw, db] : [dx, dw]
     }
     return out
+}
+
+/// Where convolutions leave their activations (see `Tensor.channelBlock`).
+public enum ActivationLayout: Sendable {
+    /// oneDNN's channel-blocked layout from the stem on, when the machine has blocked kernels
+    /// (the default; SENET_ACTIVATION_LAYOUT=nchw makes `.nchw` the default for the process).
+    case blocked
+    /// NCHW everywhere (the reference path, and what `.blocked` computes up to rounding).
+    case nchw
+
+    @TaskLocal static var current: ActivationLayout = .blocked
+
+    /// Runs `body` with convolutions keeping activations in `layout` (tests and comparisons).
+    public static func with<R>(_ layout: ActivationLayout, _ body: () throws -> R) rethrows -> R {
+        try $current.withValue(layout, operation: body)
+    }
 }
 
 /// How convolution implementations are chosen (see `Kernels.ConvSelection`): `.autotune` times
