@@ -412,6 +412,23 @@ def make_blocked_layout(fi):
         y = F.conv2d(xd, wd, None, stride, pad)
         dy = backward_with_dy(y)
         ff.put(case, x=x, w=w, y=y, dy=dy, dx=xd.grad, dw=wd.grad)
+    for name, k, st, pad, ceil, incl in (("avgpool_k3_s1_p1", 3, 1, 1, False, True),
+                                         ("avgpool_k3_s2_p1_ceil_excl", 3, 2, 1, True, False),
+                                         ("avgpool_global_k4", 4, 4, 0, False, True)):
+        case = ff.case(name, {"kernel": [k, k], "stride": [st, st], "padding": [pad, pad],
+                              "ceil_mode": ceil, "count_include_pad": incl})
+        x = randn(2, 32, 4 if k == 4 else 7, 4 if k == 4 else 6)
+        xd = leaf(x)
+        y = F.avg_pool2d(xd, k, st, pad, ceil_mode=ceil, count_include_pad=incl)
+        dy = backward_with_dy(y)
+        ff.put(case, x=x, y=y, dy=dy, dx=xd.grad)
+    case = ff.case("concat", {})
+    parts = [randn(2, c, 3, 4) for c in (16, 32, 16)]
+    leaves = [leaf(p) for p in parts]
+    y = torch.cat(leaves, dim=1)
+    dy = backward_with_dy(y)
+    ff.put(case, a=parts[0], b=parts[1], c=parts[2], y=y, dy=dy,
+           da=leaves[0].grad, db=leaves[1].grad, dc=leaves[2].grad)
     return ff
 
 

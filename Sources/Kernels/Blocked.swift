@@ -480,3 +480,58 @@ public func maxPoolBackwardBlocked(dinp: UnsafeMutablePointer<Float>, dout: Unsa
         }
     }
 }
+
+// MARK: Average pooling
+
+/// `avgPoolForward` on a blocked input (`s.planes` counts block planes): each window's sum in the
+/// NCHW kernel's order, B channels at a time, divided by PyTorch's divisor.
+public func avgPoolForwardBlocked(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, _ s: Pool2DShape,
+                                  block b: Int, countIncludePad: Bool) {
+    let ho = s.ho, wo = s.wo
+    parallelRanges(s.planes, costPerItem: ho * wo * s.kh * s.kw * b) { r in
+        for p in r {
+            let x = inp + p * s.h * s.w * b, o = out + p * ho * wo * b
+            for oy in 0..<ho {
+                for ox in 0..<wo {
+                    let win = avgWindow(s, oy, ox, countIncludePad)
+                    let div = SIMD8<Float>(repeating: win.div)
+                    for g in stride(from: 0, to: b, by: 8) {
+                        var t = SIMD8<Float>(repeating: 0)
+                        if win.ya < win.yb && win.xa < win.xb {
+                            for yy in win.ya..<win.yb { for xx in win.xa..<win.xb { t += load8(x, (yy * s.w + xx) * b + g) } }
+                        }
+                        UnsafeMutableRawPointer(o + (oy * wo + ox) * b + g).storeBytes(of: t / div, as: SIMD8<Float>.self)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `avgPoolBackward` on blocked tensors: dinp[window] += dout / divisor (dinp is written).
+public func avgPoolBackwardBlocked(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, _ s: Pool2DShape,
+                                   block b: Int, countIncludePad: Bool) {
+    let ho = s.ho, wo = s.wo, inPlane = s.h * s.w * b
+    parallelRanges(s.planes, costPerItem: ho * wo * s.kh * s.kw * b) { r in
+        for p in r {
+            let d = dinp + p * inPlane, gp = dout + p * ho * wo * b
+            d.update(repeating: 0, count: inPlane)
+            for oy in 0..<ho {
+                for ox in 0..<wo {
+                    let win = avgWindow(s, oy, ox, countIncludePad)
+                    guard win.ya < win.yb && win.xa < win.xb else { continue }
+                    let div = SIMD8<Float>(repeating: win.div)
+                    for g in stride(from: 0, to: b, by: 8) {
+                        let v = load8(gp, (oy * wo + ox) * b + g) / div
+                        for yy in win.ya..<win.yb {
+                            for xx in win.xa..<win.xb {
+                                let at = d + (yy * s.w + xx) * b + g
+                                UnsafeMutableRawPointer(at).storeBytes(of: load8(at, 0) + v, as: SIMD8<Float>.self)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

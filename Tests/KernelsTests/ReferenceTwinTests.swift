@@ -494,5 +494,14 @@ private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         maxPoolBackwardBlocked(dinp: &dxPool, dout: Reference.channelBlocked(dyPool, n: n, c: c, s: p.ho * p.wo, block: b),
                                argmax: arg, bp, block: b)
         expectClose(plain(dxPool), Reference.maxPoolBackward(dout: dyPool, argmax: refPool.argmax, p), "\(label) max pool backward")
+        for include in [true, false] {
+            var ya = nans(outCount), dxa = nans(count)
+            avgPoolForwardBlocked(out: &ya, inp: xb, bp, block: b, countIncludePad: include)
+            expectClose(plainOut(ya), Reference.avgPoolForward(inp: x, p, countIncludePad: include), "\(label) avg pool (\(include))")
+            avgPoolBackwardBlocked(dinp: &dxa, dout: Reference.channelBlocked(dyPool, n: n, c: c, s: p.ho * p.wo, block: b),
+                                   bp, block: b, countIncludePad: include)
+            expectClose(plain(dxa), Reference.avgPoolBackward(dout: dyPool, p, countIncludePad: include),
+                        "\(label) avg pool backward (\(include))")
+        }
     }
 }

@@ -86,6 +86,22 @@ struct BlockedLayoutTests {
         }
     }
 
+    @Test func averagePoolMatchesPyTorch() throws {
+        let fx = try Fixture("blocked_layout")
+        for c in fx.cases where c.hasPrefix("avgpool") {
+            let p = fx.params(c)
+            for b in Self.blocks {
+                let (y, g) = forwardBackward([fx.require(c, "x").inLayout(b)], seed: fx.require(c, "dy")) { t in
+                    avgPool2d(t[0], kernel: pair(p["kernel"]), stride: pair(p["stride"]), padding: pair(p["padding"]),
+                              ceilMode: p["ceil_mode"] as? Bool ?? false, countIncludePad: p["count_include_pad"] as? Bool ?? true)
+                }
+                // A map stays blocked; a 1×1 output is labelled NCHW (the same storage order).
+                #expect(y.channelBlock == (y.shape[2] * y.shape[3] > 1 ? b : 1) && g[0].channelBlock == b, "\(c) block \(b)")
+                checkCase(fx, c, output: y, gradients: [("dx", g[0])])
+            }
+        }
+    }
+
     @Test func maxPoolKeepsNaNAndFirstMaximum() {
         // PyTorch's rules: a NaN in the window wins; on ties the first maximum gets the gradient.
         var x = Tensor.zeros([1, 16, 2, 2])
@@ -114,8 +130,19 @@ struct BlockedLayoutTests {
                 // gradient the input's.
                 #expect(y.channelBlock == activationBlock, "\(c) block \(b): output layout")
                 #expect(g[0].channelBlock == b, "\(c) block \(b): gradient layout")
-                checkCase(fx, c, output: y, gradients: [("dx", g[0]), ("dw", g[1])])
+                checkConvolution(fx, c, y, [("dx", g[0]), ("dw", g[1])], "block \(b)")
             }
+        }
+    }
+
+    /// A convolution fixture case, with the absolute tolerance scaled to the result: the autotuner
+    /// may pick oneDNN's Winograd F(4×4, 3×3), whose error is bounded relative to the result's
+    /// largest magnitude (5e-6 of it, as ConvCandidateAccuracyTests checks).
+    func checkConvolution(_ fx: Fixture, _ c: String, _ y: Tensor, _ grads: [(String, Tensor)], _ label: String) {
+        for (name, actual, tol) in [("y", y, forwardTolerance)] + grads.map({ ($0.0, $0.1, gradientTolerance) }) {
+            let expected = fx.require(c, name)
+            let scale = expected.scalars.map(abs).max() ?? 0
+            expectClose(actual, expected, rtol: tol.rtol, atol: max(tol.atol, 5e-6 * scale), "\(c) \(label) \(name)")
         }
     }
 
@@ -137,7 +164,7 @@ struct BlockedLayoutTests {
             #expect(g[0].channelBlock == 8, "\(c): gradient layout")
             var grads = [("dx", g[0]), ("dw", g[1])]
             if hasBias { grads.append(("db", g[2])) }
-            checkCase(fx, c, output: y, gradients: grads)
+            checkConvolution(fx, c, y, grads, "block 8")
             checked += 1
         }
         #expect(checked >= 4)
@@ -163,5 +190,23 @@ struct BlockedLayoutTests {
                 }
             }
         }
+    }
+}
+
+extension BlockedLayoutTests {
+    @Test func concatenationMatchesPyTorch() throws {
+        let fx = try Fixture("blocked_layout")
+        let names = ["a", "b", "c"]
+        for b in Self.blocks {
+            let (y, g) = forwardBackward(names.map { fx.require("concat", $0).inLayout(b) }, seed: fx.require("concat", "dy")) {
+                concatChannels($0)
+            }
+            #expect(y.channelBlock == b && g.allSatisfy { $0.channelBlock == b }, "block \(b)")
+            checkCase(fx, "concat", output: y, gradients: zip(names, g).map { ("d" + $0, $1) })
+        }
+        // Parts in different layouts are read as NCHW.
+        let mixed = concatChannels([fx.require("concat", "a").inLayout(8), fx.require("concat", "b"), fx.require("concat", "c")])
+        #expect(mixed.channelBlock == 1)
+        expectClose(mixed, fx.require("concat", "y"), "mixed layouts")
     }
 }

@@ -13,22 +13,30 @@ public func concatChannels(_ xs: [Tensor]) -> Tensor {
     let (n, s) = (first.shape[0], first.shape[2] * first.shape[3])
     let channels = xs.map { $0.shape[1] }
     let total = channels.reduce(0, +)
-    var out = Tensor(uninitializedShape: [n, total, first.shape[2], first.shape[3]])
+    // Parts all in one channel-blocked layout concatenate in it: per image, a part's channel
+    // blocks are one contiguous run in both layouts, so the NCHW copy applies to the storage as
+    // it is. Otherwise every part is read as NCHW.
+    let block = xs.allSatisfy { $0.channelBlock == first.channelBlock } ? first.channelBlock : 1
+    var out = Tensor(uninitializedShape: [n, total, first.shape[2], first.shape[3]], channelBlock: block)
     var offset = 0
-    out.withUnsafeMutablePointer { o in
+    out.withUnsafeMutableStorage { o in
         for x in xs {
-            x.withUnsafePointer { copyChannels(dst: o, dstChannels: total, offset: offset, src: $0, srcChannels: x.shape[1], n: n, s: s) }
+            let part = x.inLayout(block)
+            part.withUnsafeStorage { copyChannels(dst: o, dstChannels: total, offset: offset, src: $0, srcChannels: x.shape[1], n: n, s: s) }
             offset += x.shape[1]
         }
     }
     let shapes = xs.map(\.shape)
     GradientTape.record(&out, xs) { g, need in
+        let g = g.inLayout(block)
         var off = 0
         return zip(shapes, need).map { shape, needed in
             defer { off += shape[1] }
             guard needed else { return nil }
-            var d = Tensor(uninitializedShape: shape)
-            d.withUnsafeMutablePointer { pd in g.withUnsafePointer { sliceChannels(out: pd, src: $0, srcChannels: total, offset: off, channels: shape[1], n: n, s: s) } }
+            var d = Tensor(uninitializedShape: shape, channelBlock: block)
+            d.withUnsafeMutableStorage { pd in
+                g.withUnsafeStorage { sliceChannels(out: pd, src: $0, srcChannels: total, offset: off, channels: shape[1], n: n, s: s) }
+            }
             return d
         }
     }

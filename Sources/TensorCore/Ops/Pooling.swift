@@ -67,12 +67,30 @@ final class ArgmaxBox {
 public func avgPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil, padding: (Int, Int) = (0, 0),
                       ceilMode: Bool = false, countIncludePad: Bool = true) -> Tensor {
     let s = poolShape("avgPool2d", x, kernel, stride ?? kernel, padding, ceilMode)
-    var out = Tensor(uninitializedShape: [x.shape[0], x.shape[1], s.ho, s.wo])
-    out.withUnsafeMutablePointer { o in x.withUnsafePointer { avgPoolForward(out: o, inp: $0, s, countIncludePad: countIncludePad) } }
-    let inShape = x.shape
+    // A channel-blocked input is pooled in its layout, B channels at a time. A 1×1 output is
+    // labelled NCHW: with one position per plane the two layouts store the same order.
+    let block = x.channelBlock
+    var bs = s
+    bs.planes = s.planes / block
+    var out = Tensor(uninitializedShape: [x.shape[0], x.shape[1], s.ho, s.wo], channelBlock: s.ho * s.wo > 1 ? block : 1)
+    out.withUnsafeMutableStorage { o in x.withUnsafeStorage {
+        if block > 1 {
+            avgPoolForwardBlocked(out: o, inp: $0, bs, block: block, countIncludePad: countIncludePad)
+        } else {
+            avgPoolForward(out: o, inp: $0, s, countIncludePad: countIncludePad)
+        }
+    } }
+    let inShape = x.shape, outBlock = out.channelBlock
     GradientTape.record(&out, [x]) { g, _ in
-        var dx = Tensor(uninitializedShape: inShape)
-        dx.withUnsafeMutablePointer { d in g.withUnsafePointer { avgPoolBackward(dinp: d, dout: $0, s, countIncludePad: countIncludePad) } }
+        let g = g.inLayout(outBlock)
+        var dx = Tensor(uninitializedShape: inShape, channelBlock: block)
+        dx.withUnsafeMutableStorage { d in g.withUnsafeStorage {
+            if block > 1 {
+                avgPoolBackwardBlocked(dinp: d, dout: $0, bs, block: block, countIncludePad: countIncludePad)
+            } else {
+                avgPoolBackward(dinp: d, dout: $0, s, countIncludePad: countIncludePad)
+            }
+        } }
         return [dx]
     }
     return out
