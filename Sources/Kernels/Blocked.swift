@@ -9,8 +9,9 @@
 // convolution reorders its input in and its output back (and backward the same), which measured
 // ~18% of a CIFAR SE-ResNet-20 training step and ~7% of SE-ResNet-50 inference. Activations that
 // stay blocked from one convolution to the next skip both; the per-channel ops between them (batch
-// norm, ReLU, the SE squeeze and scale, the residual add, max pooling) run here on B channels at a
-// time, which also vectorises them across channels.
+// norm, the SE squeeze and scale, max and average pooling) run here on B channels at a time, which
+// also vectorises them across channels. (Pointwise ops, the residual add and concatenation need no
+// kernel of their own: they apply to the storage as it is.)
 
 import CDNNL
 import Foundation
