@@ -478,6 +478,17 @@ private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         blockedBroadcastPlanes(out: &out, value: scale, factor: 0.5, n: n, c: c, s: s, block: b)
         expectClose(plain(out), (0..<count).map { scale[$0 / s] * 0.5 }, "\(label) broadcast")
 
+        // Global max pooling (each plane seen as one row of S positions), forward and backward.
+        let gp = Pool2DShape(planes: n * c, h: 1, w: s, kh: 1, kw: s, sh: 1, sw: s)
+        var gbp = gp
+        gbp.planes = n * c / b
+        let refGlobal = Reference.maxPoolForward(inp: x, gp)
+        var gy = nans(n * c), garg = [Int32](repeating: -7, count: n * c), gdx = nans(count)
+        maxPoolForwardBlocked(out: &gy, argmax: &garg, inp: xb, gbp, block: b)
+        #expect(gy == refGlobal.out, "\(label) global max pool")  // one position per plane: the same order
+        maxPoolBackwardBlocked(dinp: &gdx, dout: scale, argmax: garg, gbp, block: b)
+        expectClose(plain(gdx), Reference.maxPoolBackward(dout: scale, argmax: refGlobal.argmax, gp), "\(label) global max pool backward")
+
         // Max pooling 3×3 stride 2 padding 1, forward with indices and backward.
         guard h > 1 else { return }
         let p = Pool2DShape(planes: n * c, h: h, w: w, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1)

@@ -56,12 +56,11 @@ private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, 
     // whose groups are narrower than a block have no blocked oneDNN kernel: their plan reorders at
     // its edges, and the layers around them stay blocked.)
     let block = ActivationLayout.current == .nchw ? 1 : activationBlock
-    let xin = x
-    let inBlock = xin.channelBlock
+    let inBlock = x.channelBlock
     let outBlock = block > 1 && o % block == 0 && s.ho * s.wo > 1 && (inBlock > 1 || c <= 4) ? block : 1
     var out = Tensor(uninitializedShape: [n, o, s.ho, s.wo], channelBlock: outBlock)
     out.withUnsafeMutableStorage { po in
-        xin.withUnsafeStorage { px in
+        x.withUnsafeStorage { px in
             weight.withUnsafePointer { pw in
                 optionalPointer(bias) { pb in
                     if invariant {
@@ -82,7 +81,7 @@ private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, 
     }
     var inputs = [x, weight]
     if let b = bias { inputs.append(b) }
-    let (xs, ws) = (xin.detached, weight.detached)
+    let (xs, ws) = (x.detached, weight.detached)
     let bs = bias?.detached
     GradientTape.record(&out, inputs) { g, need in
         var dx: Tensor?, dw: Tensor?, db: Tensor?

@@ -22,8 +22,9 @@ public func maxPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil
 }
 
 func maxPool(_ x: Tensor, _ s: Pool2DShape, outShape: [Int]) -> Tensor {
-    // A channel-blocked input is pooled in its layout (B channels at a time; a map output only).
-    let block = outShape[2] * outShape[3] > 1 ? x.channelBlock : 1
+    // A channel-blocked input is pooled in its layout, B channels at a time. A 1×1 output (global
+    // max pooling) is labelled NCHW: with one position per plane the two layouts store the same order.
+    let block = x.channelBlock
     var bs = s
     bs.planes = s.planes / block
     func forward(_ o: UnsafeMutablePointer<Float>, _ argmax: UnsafeMutablePointer<Int32>?) {
@@ -33,7 +34,7 @@ func maxPool(_ x: Tensor, _ s: Pool2DShape, outShape: [Int]) -> Tensor {
             x.withUnsafePointer { maxPoolForward(out: o, argmax: argmax, inp: $0, s) }
         }
     }
-    var out = Tensor(uninitializedShape: outShape, channelBlock: block)
+    var out = Tensor(uninitializedShape: outShape, channelBlock: outShape[2] * outShape[3] > 1 ? block : 1)
     guard GradientTape.isRecording(x) else {
         out.withUnsafeMutableStorage { forward($0, nil) }
         return out
@@ -41,11 +42,11 @@ func maxPool(_ x: Tensor, _ s: Pool2DShape, outShape: [Int]) -> Tensor {
     let argmax = UnsafeMutablePointer<Int32>.allocate(capacity: max(out.count, 1))
     out.withUnsafeMutableStorage { forward($0, argmax) }
     let indices = ArgmaxBox(argmax)
-    let inShape = x.shape
+    let inShape = x.shape, outBlock = out.channelBlock
     GradientTape.record(&out, [x]) { g, _ in
         var dx = Tensor(uninitializedShape: inShape, channelBlock: block)
         if block > 1 {
-            let g = g.inLayout(block)
+            let g = g.inLayout(outBlock)
             dx.withUnsafeMutableStorage { d in g.withUnsafeStorage { maxPoolBackwardBlocked(dinp: d, dout: $0, argmax: indices.pointer, bs, block: block) } }
         } else {
             dx.withUnsafeMutablePointer { d in g.withUnsafePointer { maxPoolBackward(dinp: d, dout: $0, argmax: indices.pointer, s) } }
