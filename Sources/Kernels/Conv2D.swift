@@ -9,7 +9,8 @@
 // layouts it prefers (e.g. nChw8c) with reorders at the edges, for 1×1 convolutions one GEMM per
 // image on dnnl_sgemm (no reorder; strided ones gather their input), for 3×3 stride-1 ones our
 // Winograd F(2×2, 3×3) (Winograd.swift) and, where oneDNN has it (AVX-512 machines), its Winograd
-// F(4×4, 3×3). The first call times them on the caller's buffers and keeps the fastest
+// F(4×4, 3×3), and for batches of 8 or more the same convolution run in sub-batches of 1 or 4
+// images (BatchChunkPlan). The first call times them on the caller's buffers and keeps the fastest
 // (SENET_CONV_LAYOUT=plain|blocked forces one oneDNN path; SENET_CONV_WINOGRAD=0 leaves oneDNN's
 // Winograd out). Reference implementations ("ref:*") are never used.
 
@@ -203,24 +204,30 @@ func convCandidates(_ key: ConvKey, policy: ConvLayoutPolicy) -> [KernelPlan] {
     if policy == .auto, key.isPlain, Gemm1x1Plan.applies(key) { candidates.append(Gemm1x1Plan(key)) }
     if policy == .auto, key.isPlain, WinogradPlan.applies(key) { candidates.append(WinogradPlan(key)) }
     if policy == .auto, oneDNNWinograd, let p = makePlan(key, blocked: true, algorithm: dnnl_convolution_winograd) { candidates.append(p) }
+    if policy == .auto, convSelectionMode == .autotune {
+        for chunk in BatchChunkPlan.chunkSizes(key) { candidates.append(BatchChunkPlan(key, chunk: chunk)) }
+    }
     if policy != .plain, let p = makePlan(key, blocked: true) { candidates.append(p) }
     if candidates.isEmpty, let p = makePlan(key, blocked: policy == .plain) { candidates.append(p) }
     return candidates
 }
 
-/// Returns the plan for `key`, choosing between the plain and blocked variants on first use by
-/// timing both on the caller's buffers.
+/// Runs `key` on the caller's buffers with its plan (chosen on first use, see `convPlan`).
 private func convExecute(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer]) {
-    if let plan = convPlans.cached(key) {
-        if let profile = ConvProfile.shared {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            plan.execute(pointers)
-            profile.add(key, plan.impl, DispatchTime.now().uptimeNanoseconds - t0)
-        } else {
-            plan.execute(pointers)
-        }
-        return
+    let plan = convPlan(key, pointers)
+    if let profile = ConvProfile.shared {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        plan.execute(pointers)
+        profile.add(key, plan.impl, DispatchTime.now().uptimeNanoseconds - t0)
+    } else {
+        plan.execute(pointers)
     }
+}
+
+/// The plan for `key`. On first use the candidates are timed on the caller's buffers (their
+/// outputs are overwritten, and hold no result until the plan runs) and the fastest is kept.
+func convPlan(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer]) -> KernelPlan {
+    if let plan = convPlans.cached(key) { return plan }
     if convDebug { FileHandle.standardError.write(Data("conv2d \(key.shape) \(key.pass): tuning\n".utf8)) }
     let candidates = convCandidates(key, policy: convLayoutPolicy)
     guard !candidates.isEmpty else {
@@ -255,8 +262,8 @@ private func convExecute(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer]) 
             FileHandle.standardError.write(Data("conv2d \(key.shape) \(key.pass): \(desc) → \(best.impl)\n".utf8))
         }
     }
-    best.execute(pointers)
     convPlans.store(key, best)
+    return best
 }
 
 /// SENET_CONV_PROFILE=1: the time spent in each planned convolution (reorders at its edges
@@ -329,23 +336,116 @@ public func conv2dBackwardWeights(dweight: UnsafeMutablePointer<Float>, dbias: U
     convExecute(ConvKey(shape: s, pass: .backwardWeights, bias: dbias != nil, srcBlock: inpBlock, dstBlock: outBlock), ptrs)
 }
 
+/// A batch run as consecutive sub-batches of `chunk` images, each through the plan tuned for the
+/// sub-batch (which `convPlan` chooses on first use). At batch 16 oneDNN's kernels for a whole
+/// batch can lose to the same kernels image by image, whose inputs and reordered copies stay in
+/// cache (e.g. 17.7 against 20.8 ms for `128x56-128-k3s2` forward). Backward-weights sums the
+/// sub-batches' gradients: the first writes the caller's buffers, the others a scratch added in.
+final class BatchChunkPlan: KernelPlan {
+    let key: ConvKey
+    let chunk: Int
+    private let subKey: ConvKey
+    private var innerPlan: KernelPlan?
+    private let lock = NSLock()
+    private let scratch: UnsafeMutablePointer<Float>?
+    private let scratchCount: Int
+
+    var impl: String { "batch chunks of \(chunk): " + (lock.withLock { innerPlan }?.impl ?? "untuned") }
+
+    /// Sub-batch sizes worth trying: 1 and 4 for batches of at least 8 that they divide, with
+    /// whole channel blocks on both sides (so that a sub-batch is a contiguous slice).
+    static func chunkSizes(_ key: ConvKey) -> [Int] {
+        let s = key.shape
+        guard s.n >= 8, s.c % key.srcBlock == 0, s.o % key.dstBlock == 0 else { return [] }
+        return [1, 4].filter { s.n % $0 == 0 && s.n > $0 }
+    }
+
+    init(_ key: ConvKey, chunk: Int) {
+        self.key = key
+        self.chunk = chunk
+        var sub = key.shape
+        sub.n = chunk
+        subKey = ConvKey(shape: sub, pass: key.pass, bias: key.bias, relu: key.relu,
+                         srcBlock: key.srcBlock, dstBlock: key.dstBlock)
+        scratchCount = key.pass == .backwardWeights ? key.shape.weightCount + (key.bias ? key.shape.o : 0) : 0
+        scratch = scratchCount > 0 ? .allocate(capacity: scratchCount) : nil
+    }
+
+    deinit { scratch?.deallocate() }
+
+    func execute(_ p: [UnsafeMutableRawPointer]) {
+        let s = key.shape
+        let inBytes = chunk * s.c * s.h * s.w * 4, outBytes = chunk * s.o * s.ho * s.wo * 4
+        for i in 0..<s.n / chunk {
+            var q = p
+            switch key.pass {
+            case .forward:  // inp, weight, (bias), out
+                q[0] += i * inBytes
+                q[q.count - 1] += i * outBytes
+            case .backwardData:  // dout, weight, dinp
+                q[0] += i * outBytes
+                q[2] += i * inBytes
+            case .backwardWeights:  // inp, dout, dweight, (dbias)
+                q[0] += i * inBytes
+                q[1] += i * outBytes
+                if i > 0, let scratch {
+                    q[2] = UnsafeMutableRawPointer(scratch)
+                    if key.bias { q[3] = UnsafeMutableRawPointer(scratch + s.weightCount) }
+                }
+            }
+            let plan = lock.withLock { innerPlan } ?? convPlan(subKey, q)
+            lock.withLock { innerPlan = plan }
+            plan.execute(q)
+            if key.pass == .backwardWeights, i > 0, let scratch {
+                accumulate(p[2].assumingMemoryBound(to: Float.self), scratch, n: s.weightCount)
+                if key.bias {
+                    accumulate(p[3].assumingMemoryBound(to: Float.self), scratch + s.weightCount, n: s.o)
+                }
+            }
+        }
+    }
+}
+
 /// A 1×1 unpadded, ungrouped convolution is a matrix product per image, in NCHW without any
 /// reorder: Y_n[O×S] = W[O×C]·X̂_n[C×S], dX̂_n = Wᵀ·dY_n, dW = Σ_n dY_n·X̂_nᵀ (S = Ho·Wo). With
 /// stride s, X̂_n = X_n[:, ::s, ::s] is gathered into a scratch buffer (and dX̂_n scattered back).
 final class Gemm1x1Plan: KernelPlan {
     let key: ConvKey
-    var impl: String { "gemm1x1:dnnl_sgemm" }
+    var impl: String { group > 1 ? "gemm1x1:dnnl_sgemm (\(group) images per product)" : "gemm1x1:dnnl_sgemm" }
     private let strided: Bool
     private let scratch: UnsafeMutablePointer<Float>?
+
+    /// Backward-weights with small maps (under 512 output pixels): `group` images' dY and X̂ are
+    /// packed side by side (O + C rows of group·Ho·Wo), so that one GEMM with k = group·Ho·Wo
+    /// replaces `group` GEMMs with k = Ho·Wo, each of which reads and writes all of dW (a 7×7
+    /// map gives k = 49, and 2048×1024 weights are 8 MB).
+    private let group: Int
+    private let packed: UnsafeMutablePointer<Float>?
 
     init(_ key: ConvKey) {
         self.key = key
         let s = key.shape
         strided = s.sh != 1 || s.sw != 1
         scratch = strided ? .allocate(capacity: s.c * s.ho * s.wo) : nil
+        let hw = s.ho * s.wo
+        group = key.pass == .backwardWeights && hw < 512 ? min(s.n, max(1, 1024 / hw)) : 1
+        packed = group > 1 ? .allocate(capacity: (s.o + s.c) * group * hw) : nil
     }
 
-    deinit { scratch?.deallocate() }
+    deinit {
+        scratch?.deallocate()
+        packed?.deallocate()
+    }
+
+    /// One input plane subsampled by the stride (copied when the stride is 1).
+    private func gatherPlane(_ plane: UnsafePointer<Float>, into sub: UnsafeMutablePointer<Float>) {
+        let s = key.shape
+        if !strided { sub.update(from: plane, count: s.h * s.w); return }
+        for oy in 0..<s.ho {
+            let row = plane + oy * s.sh * s.w, srow = sub + oy * s.wo
+            for ox in 0..<s.wo { srow[ox] = row[ox * s.sw] }
+        }
+    }
 
     static func applies(_ key: ConvKey) -> Bool {
         let s = key.shape
@@ -404,9 +504,32 @@ final class Gemm1x1Plan: KernelPlan {
             }
         case .backwardWeights:
             let (x, dy, dw) = (f(0), f(1), f(2))
-            for n in 0..<s.n {
-                sgemm(transA: false, transB: true, m: o, n: c, k: hw, a: dy + n * o * hw, lda: hw, b: input(x, n), ldb: hw,
-                      beta: n == 0 ? 0 : 1, c: dw, ldc: c)
+            if let packed {
+                // Images side by side along k: dW = [dY_n0 … dY_nk]·[X̂_n0 … X̂_nk]ᵀ per group.
+                let ld = group * hw
+                let a = packed, b = packed + o * ld
+                for n0 in stride(from: 0, to: s.n, by: group) {
+                    let g = min(group, s.n - n0)
+                    parallelRanges(o + c, costPerItem: g * hw) { r in
+                        for row in r {
+                            for j in 0..<g {
+                                if row < o {
+                                    (a + row * ld + j * hw).update(from: dy + ((n0 + j) * o + row) * hw, count: hw)
+                                } else {
+                                    let ch = row - o
+                                    gatherPlane(x + ((n0 + j) * c + ch) * inHW, into: b + ch * ld + j * hw)
+                                }
+                            }
+                        }
+                    }
+                    sgemm(transA: false, transB: true, m: o, n: c, k: g * hw, a: a, lda: ld, b: b, ldb: ld,
+                          beta: n0 == 0 ? 0 : 1, c: dw, ldc: c)
+                }
+            } else {
+                for n in 0..<s.n {
+                    sgemm(transA: false, transB: true, m: o, n: c, k: hw, a: dy + n * o * hw, lda: hw, b: input(x, n),
+                          ldb: hw, beta: n == 0 ? 0 : 1, c: dw, ldc: c)
+                }
             }
             if key.bias {
                 let db = f(3)

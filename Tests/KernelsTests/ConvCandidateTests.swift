@@ -1,5 +1,5 @@
 // Every convolution plan the autotuner may pick (oneDNN plain, oneDNN blocked, per-image GEMM
-// for 1×1) is checked on its own against the reference twin: the autotuner's choice depends on
+// for 1×1, sub-batches) is checked on its own against the reference twin: the autotuner's choice depends on
 // timing, so each path must be right independently of which one wins here.
 
 @testable import Kernels
@@ -67,6 +67,13 @@ private func relativeError(_ a: [Float], _ b: [Double]) -> Double {
         .init(n: 2, c: 1, h: 1, w: 1, o: 16, kh: 1, kw: 1),
         .init(n: 2, c: 32, h: 1, w: 1, o: 2, kh: 1, kw: 1),
         .init(n: 2, c: 16, h: 12, w: 12, o: 16, kh: 3, kw: 3, ph: 1, pw: 1),
+        // Batches of 8: the plans that run sub-batches of 1 and 4 (BatchChunkPlan), and 1×1
+        // backward-weights with several images packed per product.
+        .init(n: 8, c: 16, h: 7, w: 7, o: 24, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1),
+        .init(n: 8, c: 24, h: 6, w: 5, o: 16, kh: 1, kw: 1),
+        .init(n: 8, c: 16, h: 9, w: 9, o: 32, kh: 1, kw: 1, sh: 2, sw: 2),
+        // 200 pixels: products of 5 images, then of the remaining 3.
+        .init(n: 8, c: 8, h: 10, w: 20, o: 8, kh: 1, kw: 1),
     ]
 
     @Test(arguments: shapes)
@@ -83,11 +90,14 @@ private func relativeError(_ a: [Float], _ b: [Double]) -> Double {
         /// oneDNN's Winograd F(4×4, 3×3) errs by about 1e-6 of the result's scale (see
         /// ConvCandidateAccuracyTests), more than 1e-5 absolute on these outputs of magnitude ~20.
         func atol(_ plan: KernelPlan, _ ref: [Float]) -> Float {
-            plan.impl.hasPrefix("jit_wino") ? max(1e-5, 5e-6 * ref.map(abs).max()!) : 1e-5
+            plan.impl.contains("jit_wino") ? max(1e-5, 5e-6 * ref.map(abs).max()!) : 1e-5
         }
         for pass in [ConvPass.forward, .backwardData, .backwardWeights] {
             let plans = convCandidates(ConvKey(shape: s, pass: pass, bias: pass != .backwardData), policy: .auto)
             #expect(plans.count >= 2, "\(s) \(pass): only \(plans.map(\.impl))")
+            if s.n >= 8 {
+                #expect(plans.filter { $0 is BatchChunkPlan }.count == 2, "\(s) \(pass): \(plans.map(\.impl))")
+            }
             for plan in plans {
                 let label = "\(s) \(pass) \(plan.impl)"
                 switch pass {
@@ -95,7 +105,10 @@ private func relativeError(_ a: [Float], _ b: [Double]) -> Double {
                     expectClose(run(plan, [x, w, b, nans(s.outputCount)])[3], refY, rtol: 1e-4, atol: atol(plan, refY), label)
                     // The same candidate with the inference engine's fused ReLU, with and without bias.
                     let reluPlans = convCandidates(ConvKey(shape: s, pass: .forward, bias: true, relu: true), policy: .auto)
-                    func family(_ p: KernelPlan) -> Substring { p.impl.split(separator: "+").first ?? "" }
+                    func family(_ p: KernelPlan) -> String {
+                        if let c = p as? BatchChunkPlan { return "batch chunks of \(c.chunk)" }
+                        return String(p.impl.split(separator: "+").first ?? "")
+                    }
                     #expect(reluPlans.map(family) == plans.map(family), "\(s): relu candidates \(reluPlans.map(\.impl))")
                     for rp in reluPlans where family(rp) == family(plan) {
                         expectClose(run(rp, [x, w, b, nans(s.outputCount)])[3], refY.map { max($0, 0) }, rtol: 1e-4, atol: atol(rp, refY), label + " +relu")
@@ -158,6 +171,46 @@ private func relativeError(_ a: [Float], _ b: [Double]) -> Double {
                 let out = run(plan, inputs + [[Float](repeating: .nan, count: expected.count)]).last!
                 let e = relativeError(out, expected)
                 #expect(e < 5e-6, "\(pass) \(plan.impl): error \(e) of the largest magnitude")
+            }
+        }
+    }
+}
+
+/// The sub-batch plans on channel-blocked activations (as they run inside our networks), in
+/// blocks of 8 and 16, against the reference twin through the reference layout conversion.
+@Suite struct BatchChunkBlockedTests {
+    @Test(arguments: [8, 16])
+    func subBatchesOnBlockedActivations(_ b: Int) {
+        let s = Conv2DShape(n: 8, c: 32, h: 6, w: 6, o: 16, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1)
+        var st: UInt64 = 7
+        let x = lcgUniform(s.inputCount, state: &st), w = lcgUniform(s.weightCount, state: &st)
+        let bias = lcgUniform(s.o, state: &st), dy = lcgUniform(s.outputCount, state: &st)
+        let (sIn, sOut) = (s.h * s.w, s.ho * s.wo)
+        func blocked(_ a: [Float], _ c: Int, _ sp: Int) -> [Float] { Reference.channelBlocked(a, n: s.n, c: c, s: sp, block: b) }
+        func plain(_ a: [Float], _ c: Int, _ sp: Int) -> [Float] { Reference.fromChannelBlocked(a, n: s.n, c: c, s: sp, block: b) }
+        let refY = Reference.conv2dForward(inp: x, weight: w, bias: bias, s)
+        let refDx = Reference.conv2dBackwardData(dout: dy, weight: w, s)
+        let refDw = Reference.conv2dBackwardWeights(inp: x, dout: dy, s)
+        let nan = Float.nan
+        for chunk in [1, 4] {
+            for pass in [ConvPass.forward, .backwardData, .backwardWeights] {
+                let key = ConvKey(shape: s, pass: pass, bias: pass != .backwardData, srcBlock: b, dstBlock: b)
+                #expect(BatchChunkPlan.chunkSizes(key) == [1, 4])
+                let plan = BatchChunkPlan(key, chunk: chunk)
+                let label = "block \(b), chunks of \(chunk), \(pass)"
+                switch pass {
+                case .forward:
+                    let out = run(plan, [blocked(x, s.c, sIn), w, bias, [Float](repeating: nan, count: s.outputCount)])[3]
+                    expectClose(plain(out, s.o, sOut), refY, rtol: 1e-4, atol: 1e-5, label)
+                case .backwardData:
+                    let out = run(plan, [blocked(dy, s.o, sOut), w, [Float](repeating: nan, count: s.inputCount)])[2]
+                    expectClose(plain(out, s.c, sIn), refDx, rtol: 1e-4, atol: 1e-5, label)
+                case .backwardWeights:
+                    let out = run(plan, [blocked(x, s.c, sIn), blocked(dy, s.o, sOut),
+                                         [Float](repeating: nan, count: s.weightCount), [Float](repeating: nan, count: s.o)])
+                    expectClose(out[2], refDw.dweight, rtol: 1e-4, atol: 1e-5, label)
+                    expectClose(out[3], refDw.dbias, rtol: 1e-4, atol: 1e-5, label + " bias")
+                }
             }
         }
     }
