@@ -12,7 +12,8 @@
 // F(4×4, 3×3), and for batches of 8 or more the same convolution run in sub-batches of 1 or 4
 // images (BatchChunkPlan). The first call times them on the caller's buffers and keeps the fastest
 // (SENET_CONV_LAYOUT=plain|blocked forces one oneDNN path; SENET_CONV_WINOGRAD=0 leaves oneDNN's
-// Winograd out). Reference implementations ("ref:*") are never used.
+// Winograd out, SENET_CONV_CHUNKS=0 the sub-batch plans). Reference implementations ("ref:*")
+// are never used.
 
 import CDNNL
 import Foundation
@@ -88,6 +89,9 @@ public func setConvSelection(_ mode: ConvSelection) { convSelectionMode = mode }
 
 /// SENET_CONV_WINOGRAD=0 leaves oneDNN's Winograd F(4×4, 3×3) out of the candidates.
 private let oneDNNWinograd = ProcessInfo.processInfo.environment["SENET_CONV_WINOGRAD"] != "0"
+
+/// SENET_CONV_CHUNKS=0 leaves the sub-batch plans (BatchChunkPlan) out of the candidates.
+private let convChunks = ProcessInfo.processInfo.environment["SENET_CONV_CHUNKS"] != "0"
 
 private let convPlans = PlanCache<ConvKey>()
 /// SENET_CONV_DEBUG=1 logs every autotuning decision to stderr.
@@ -204,7 +208,7 @@ func convCandidates(_ key: ConvKey, policy: ConvLayoutPolicy) -> [KernelPlan] {
     if policy == .auto, key.isPlain, Gemm1x1Plan.applies(key) { candidates.append(Gemm1x1Plan(key)) }
     if policy == .auto, key.isPlain, WinogradPlan.applies(key) { candidates.append(WinogradPlan(key)) }
     if policy == .auto, oneDNNWinograd, let p = makePlan(key, blocked: true, algorithm: dnnl_convolution_winograd) { candidates.append(p) }
-    if policy == .auto, convSelectionMode == .autotune {
+    if policy == .auto, convSelectionMode == .autotune, convChunks {
         for chunk in BatchChunkPlan.chunkSizes(key) { candidates.append(BatchChunkPlan(key, chunk: chunk)) }
     }
     if policy != .plain, let p = makePlan(key, blocked: true) { candidates.append(p) }
