@@ -46,9 +46,9 @@ DEMO_LIMIT ?= 50000
 demo: deps assets
 	swift build $(SWIFT_FLAGS) --product senet
 	.build/release/senet --version
-	OMP_WAIT_POLICY=PASSIVE .build/release/senet train --model seresnet20 --data fashion-mnist --recipe quick \
+	.build/release/senet train --model seresnet20 --data fashion-mnist --recipe quick \
 		--epochs $(DEMO_EPOCHS) --limit $(DEMO_LIMIT) --val-limit 1000 --seed 0 --out $(DEMO_OUT)
-	OMP_WAIT_POLICY=PASSIVE .build/release/senet eval --model seresnet20 --weights $(DEMO_OUT)/last.safetensors \
+	.build/release/senet eval --model seresnet20 --weights $(DEMO_OUT)/last.safetensors \
 		--data fashion-mnist | tee $(DEMO_OUT)/eval.txt
 	.build/release/senet predict --model seresnet20 --weights $(DEMO_OUT)/last.safetensors --topk 3 \
 		.assets/foolbox/fashionMNIST_0[0-4]_*.png

@@ -20,7 +20,6 @@ SEEDS=${SEEDS:-"1 2 3"}
 VAL_LIMIT=${VAL_LIMIT:-2000}   # per-epoch curve points on the first 2,000 test images; the final error uses all 10,000
 OUT=${OUT:-runs/reproduction}
 SENET=${SENET:-.build/release/senet}
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 mkdir -p "$OUT"
 plots=()
 for model in ${MODELS:-resnet20 seresnet20}; do

@@ -53,6 +53,11 @@ struct ConvKey: Hashable {
     /// Channel blocks of the caller's input-side (src / diff_src) and output-side (dst / diff_dst)
     /// activations: 1 for NCHW, else oneDNN's nChw8c / nChw16c (Blocked.swift).
     var srcBlock = 1, dstBlock = 1
+    /// Forward only: the weights never change while the caller's `ConstantWeights` lives (the
+    /// inference engine's folded weights), so plans keep their converted weights there, and
+    /// oneDNN's Winograd is built for inference (`forward_inference`, which reads weights
+    /// transformed once).
+    var constantWeights = false
 
     /// Whether the caller's activations are NCHW on both sides (our own GEMM and Winograd plans
     /// need that).
@@ -122,14 +127,15 @@ private func userDescs(_ key: ConvKey) -> ConvDescs {
 }
 
 private func forwardPD(_ s: Conv2DShape, blocked: Bool, bias: Bool, relu: Bool = false,
-                       algorithm: dnnl_alg_kind_t = dnnl_convolution_direct) -> dnnl_primitive_desc_t? {
+                       algorithm: dnnl_alg_kind_t = dnnl_convolution_direct,
+                       inference: Bool = false) -> dnnl_primitive_desc_t? {
     var d = convDescs(s, blocked: blocked)
     var desc = dnnl_convolution_desc_t()
     let strides: [Int64] = [Int64(s.sh), Int64(s.sw)]
     let dil: [Int64] = [Int64(s.dh - 1), Int64(s.dw - 1)]
     let pad: [Int64] = [Int64(s.ph), Int64(s.pw)]
     let st = withUnsafePointer(to: &d.bias) { bp in
-        dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_training, algorithm,
+        dnnl_dilated_convolution_forward_desc_init(&desc, inference ? dnnl_forward_inference : dnnl_forward_training, algorithm,
                                                    &d.src, &d.weights, bias ? bp : nil, &d.dst,
                                                    strides, dil, pad, pad)
     }
@@ -145,7 +151,12 @@ private func makePlan(_ key: ConvKey, blocked: Bool, algorithm: dnnl_alg_kind_t 
     let u = userDescs(key)
     // The forward descriptor doubles as the hint oneDNN needs for backward primitives; it is kept
     // alive for the process's lifetime (one per cached shape).
-    guard let fwd = forwardPD(s, blocked: blocked, bias: key.bias, relu: key.relu, algorithm: algorithm) else { return nil }
+    // Constant weights: oneDNN's Winograd for inference (weights transformed once, kept by the
+    // caller); its direct kernels stay those of training (their inference variant, brgconv, lost
+    // inside whole networks here), with their reordered weights kept all the same.
+    let inference = key.pass == .forward && key.constantWeights && algorithm == dnnl_convolution_winograd
+    guard let fwd = forwardPD(s, blocked: blocked, bias: key.bias, relu: key.relu, algorithm: algorithm,
+                              inference: inference) else { return nil }
     let strides: [Int64] = [Int64(s.sh), Int64(s.sw)]
     let dil: [Int64] = [Int64(s.dh - 1), Int64(s.dw - 1)]
     let pad: [Int64] = [Int64(s.ph), Int64(s.pw)]
@@ -217,20 +228,22 @@ func convCandidates(_ key: ConvKey, policy: ConvLayoutPolicy) -> [KernelPlan] {
 }
 
 /// Runs `key` on the caller's buffers with its plan (chosen on first use, see `convPlan`).
-private func convExecute(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer]) {
-    let plan = convPlan(key, pointers)
+private func convExecute(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer], constant: ConstantWeights? = nil) {
+    let plan = convPlan(key, pointers, constant: constant)
     if let profile = ConvProfile.shared {
         let t0 = DispatchTime.now().uptimeNanoseconds
-        plan.execute(pointers)
+        plan.execute(pointers, constant: constant)
         profile.add(key, plan.impl, DispatchTime.now().uptimeNanoseconds - t0)
     } else {
-        plan.execute(pointers)
+        plan.execute(pointers, constant: constant)
     }
 }
 
 /// The plan for `key`. On first use the candidates are timed on the caller's buffers (their
 /// outputs are overwritten, and hold no result until the plan runs) and the fastest is kept.
-func convPlan(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer]) -> KernelPlan {
+/// With `constant`, the candidates are timed with their converted weights kept there, and the
+/// copies of those not chosen are dropped.
+func convPlan(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer], constant: ConstantWeights? = nil) -> KernelPlan {
     if let plan = convPlans.cached(key) { return plan }
     if convDebug { FileHandle.standardError.write(Data("conv2d \(key.shape) \(key.pass): tuning\n".utf8)) }
     let candidates = convCandidates(key, policy: convLayoutPolicy)
@@ -249,14 +262,14 @@ func convPlan(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer]) -> KernelPl
         // rounds, and more (up to 25) while the rounds have lasted under 60 ms: on a shared
         // machine five runs of a sub-millisecond kernel can all land in one burst of other work
         // (a 1.4 ms GEMM once lost to a 2.2 ms blocked kernel that way).
-        for p in candidates { p.execute(pointers); p.execute(pointers) }
+        for p in candidates { p.execute(pointers, constant: constant); p.execute(pointers, constant: constant) }
         var fastest = [Double](repeating: .infinity, count: candidates.count)
         let start = DispatchTime.now().uptimeNanoseconds
         for round in 0..<25 {
             if round >= 5 && DispatchTime.now().uptimeNanoseconds - start > 60_000_000 { break }
             for (i, p) in candidates.enumerated() {
                 let t0 = DispatchTime.now().uptimeNanoseconds
-                p.execute(pointers)
+                p.execute(pointers, constant: constant)
                 fastest[i] = min(fastest[i], Double(DispatchTime.now().uptimeNanoseconds - t0))
             }
         }
@@ -264,6 +277,14 @@ func convPlan(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer]) -> KernelPl
         if convDebug {
             let desc = zip(candidates, fastest).map { "\($0.impl) \(String(format: "%.3f", $1 / 1e6)) ms" }.joined(separator: ", ")
             FileHandle.standardError.write(Data("conv2d \(key.shape) \(key.pass): \(desc) → \(best.impl)\n".utf8))
+        }
+    }
+    if let constant {
+        // Only the chosen plan's converted weights stay (a sub-batch plan's are those of the plan
+        // it runs, which converts them again if it is ever chosen on its own).
+        for p in candidates where p !== best {
+            constant.discard(p)
+            if let inner = (p as? BatchChunkPlan)?.inner, inner !== (best as? BatchChunkPlan)?.inner { constant.discard(inner) }
         }
     }
     convPlans.store(key, best)
@@ -314,11 +335,12 @@ public func conv2dImplementation(_ shape: Conv2DShape, pass: ConvPass, bias: Boo
 /// With `relu`, out = max(conv + bias, 0) in the same pass (inference fusion; no backward).
 public func conv2dForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, relu: Bool = false, _ s: Conv2DShape,
-                          inpBlock: Int = 1, outBlock: Int = 1) {
+                          inpBlock: Int = 1, outBlock: Int = 1, constantWeights: ConstantWeights? = nil) {
     var ptrs = [UnsafeMutableRawPointer(mutating: inp), UnsafeMutableRawPointer(mutating: weight)]
     if let b = bias { ptrs.append(UnsafeMutableRawPointer(mutating: b)) }
     ptrs.append(UnsafeMutableRawPointer(out))
-    convExecute(ConvKey(shape: s, pass: .forward, bias: bias != nil, relu: relu, srcBlock: inpBlock, dstBlock: outBlock), ptrs)
+    convExecute(ConvKey(shape: s, pass: .forward, bias: bias != nil, relu: relu, srcBlock: inpBlock, dstBlock: outBlock,
+                        constantWeights: constantWeights != nil), ptrs, constant: constantWeights)
 }
 
 /// dinp[N,C,H,W] = ∂L/∂inp given dout[N,O,Ho,Wo]. Writes (does not accumulate): the autograd
@@ -350,6 +372,8 @@ final class BatchChunkPlan: KernelPlan {
     let chunk: Int
     private let subKey: ConvKey
     private var innerPlan: KernelPlan?
+    /// The sub-batch's plan, once chosen.
+    var inner: KernelPlan? { lock.withLock { innerPlan } }
     private let lock = NSLock()
     private let scratch: UnsafeMutablePointer<Float>?
     private let scratchCount: Int
@@ -370,14 +394,16 @@ final class BatchChunkPlan: KernelPlan {
         var sub = key.shape
         sub.n = chunk
         subKey = ConvKey(shape: sub, pass: key.pass, bias: key.bias, relu: key.relu,
-                         srcBlock: key.srcBlock, dstBlock: key.dstBlock)
+                         srcBlock: key.srcBlock, dstBlock: key.dstBlock, constantWeights: key.constantWeights)
         scratchCount = key.pass == .backwardWeights ? key.shape.weightCount + (key.bias ? key.shape.o : 0) : 0
         scratch = scratchCount > 0 ? .allocate(capacity: scratchCount) : nil
     }
 
     deinit { scratch?.deallocate() }
 
-    func execute(_ p: [UnsafeMutableRawPointer]) {
+    func execute(_ p: [UnsafeMutableRawPointer]) { execute(p, constant: nil) }
+
+    func execute(_ p: [UnsafeMutableRawPointer], constant: ConstantWeights?) {
         let s = key.shape
         let inBytes = chunk * s.c * s.h * s.w * 4, outBytes = chunk * s.o * s.ho * s.wo * 4
         for i in 0..<s.n / chunk {
@@ -397,9 +423,9 @@ final class BatchChunkPlan: KernelPlan {
                     if key.bias { q[3] = UnsafeMutableRawPointer(scratch + s.weightCount) }
                 }
             }
-            let plan = lock.withLock { innerPlan } ?? convPlan(subKey, q)
+            let plan = lock.withLock { innerPlan } ?? convPlan(subKey, q, constant: constant)
             lock.withLock { innerPlan = plan }
-            plan.execute(q)
+            plan.execute(q, constant: constant)
             if key.pass == .backwardWeights, i > 0, let scratch {
                 accumulate(p[2].assumingMemoryBound(to: Float.self), scratch, n: s.weightCount)
                 if key.bias {

@@ -210,6 +210,47 @@ typealias PlanArg = (Int32, Bool, dnnl_memory_desc_t, dnnl_query_t, Int)
 protocol KernelPlan: AnyObject {
     var impl: String { get }
     func execute(_ pointers: [UnsafeMutableRawPointer])
+    /// The same, told that the weights operand never changes while `constant` lives (a plan that
+    /// converts weights to another layout may keep its converted copy there).
+    func execute(_ pointers: [UnsafeMutableRawPointer], constant: ConstantWeights?)
+}
+
+extension KernelPlan {
+    func execute(_ pointers: [UnsafeMutableRawPointer], constant: ConstantWeights?) { execute(pointers) }
+}
+
+/// Weights that stay the same for the life of this object, such as an inference engine's folded
+/// convolution weights. A oneDNN plan that reads its weights in another layout (blocked, or
+/// Winograd-transformed) converts them on its first call and keeps the copy here, instead of
+/// converting them at every call; the copies are freed with this object. The caller promises
+/// that the weight buffer passed with it never changes.
+public final class ConstantWeights: @unchecked Sendable {
+    private let lock = NSLock()
+    /// Per plan (held, so that its identifier cannot be reused while its copy is here).
+    private var copies: [ObjectIdentifier: (plan: AnyObject, pointer: UnsafeMutableRawPointer, bytes: Int)] = [:]
+
+    public init() {}
+
+    deinit { for c in copies.values { c.pointer.deallocate() } }
+
+    /// Bytes held in converted copies.
+    public var bytes: Int { lock.withLock { copies.values.reduce(0) { $0 + $1.bytes } } }
+
+    /// Frees `plan`'s copy, if any (the autotuner drops those of the plans it did not choose).
+    func discard(_ plan: AnyObject) {
+        lock.withLock { copies.removeValue(forKey: ObjectIdentifier(plan))?.pointer.deallocate() }
+    }
+
+    /// `plan`'s copy, made by `fill` on first use.
+    func copy(for plan: AnyObject, bytes: Int, fill: (UnsafeMutableRawPointer) -> Void) -> UnsafeMutableRawPointer {
+        lock.lock()
+        defer { lock.unlock() }
+        if let c = copies[ObjectIdentifier(plan)] { return c.pointer }
+        let p = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        fill(p)
+        copies[ObjectIdentifier(plan)] = (plan, p, bytes)
+        return p
+    }
 }
 
 /// A primitive with its operands, executable on raw pointers in the caller's plain layouts.
@@ -235,6 +276,9 @@ final class DNNLPlan: KernelPlan {
 
     deinit { dnnl_primitive_destroy(primitive) }
 
+    /// Whether the primitive reads its weights in another layout than the caller's.
+    var convertsWeights: Bool { operands.contains { $0.arg == senet_arg_weights && !$0.isOutput && $0.reorder != nil } }
+
     /// Arena bytes for the scratchpads and the operands' primitive-layout copies.
     private var arenaBytes: Int {
         var total = ScratchArena.rounded(scratchpad.size)
@@ -245,7 +289,9 @@ final class DNNLPlan: KernelPlan {
     }
 
     /// Runs the primitive; `pointers[i]` is the caller's buffer for `operands[i]`.
-    func execute(_ pointers: [UnsafeMutableRawPointer]) {
+    func execute(_ pointers: [UnsafeMutableRawPointer]) { execute(pointers, constant: nil) }
+
+    func execute(_ pointers: [UnsafeMutableRawPointer], constant: ConstantWeights?) {
         let rt = DNNLRuntime.shared
         rt.lock.lock()
         defer { rt.lock.unlock() }
@@ -267,7 +313,17 @@ final class DNNLPlan: KernelPlan {
             }
         }
         for op in operands where !op.isOutput {
-            if let r = op.reorder { runReorder(r, op.reorderScratchpad, from: op.userMem, to: op.primMem) }
+            guard let r = op.reorder else { continue }
+            if let constant, op.arg == senet_arg_weights {
+                // Converted once, on the first call with these weights.
+                let copy = constant.copy(for: self, bytes: op.scratchSize) { dst in
+                    dnnl_memory_set_data_handle(op.primMem, dst)
+                    runReorder(r, op.reorderScratchpad, from: op.userMem, to: op.primMem)
+                }
+                dnnl_memory_set_data_handle(op.primMem, copy)
+            } else {
+                runReorder(r, op.reorderScratchpad, from: op.userMem, to: op.primMem)
+            }
         }
         var args = operands.map { dnnl_exec_arg_t(arg: $0.arg, memory: $0.primMem) }
         scratchpad.append(to: &args)

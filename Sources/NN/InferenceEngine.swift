@@ -6,7 +6,10 @@
 // - every ReLU that directly follows such a convolution (or a convolution without BatchNorm)
 //   computed in the convolution's epilogue (a oneDNN post-op, or the GEMM/Winograd output pass),
 //   the ReLU call itself then returning its already rectified input;
-// - SE scale + residual add + ReLU in one pass where the blocks ask for it (`isFusing`).
+// - SE scale + residual add + ReLU in one pass where the blocks ask for it (`isFusing`);
+// - each folded weight converted once to the layout its convolution kernel reads (oneDNN's
+//   blocked weights, or its Winograd-transformed ones for `forward_inference`) and kept, instead
+//   of converted at every call (`ConstantWeights`).
 //
 // What can be fused is found by tracing, not assumed: the first call runs the model unfused on the
 // batch's first image while recording every convolution, BatchNorm and ReLU call with the buffers
@@ -27,8 +30,12 @@ public final class InferenceEngine: @unchecked Sendable {
     @TaskLocal static var tracer: FusionTracer?
 
     public let model: Module
-    /// Folded weight and bias per convolution.
-    private var folded: [ObjectIdentifier: (weight: Tensor, bias: Tensor)] = [:]
+    /// Folded weight and bias per convolution, with the folded weight converted to the layouts of
+    /// the convolution plans that read it (made on first use, kept for the engine's life).
+    private var folded: [ObjectIdentifier: (weight: Tensor, bias: Tensor, converted: ConstantWeights)] = [:]
+    /// Whether the folded weights' converted copies are used (not during the first call's check,
+    /// which runs a single image: its plans' copies would stay alive beside the batch's).
+    private var convertsWeights = true
     /// BatchNorms that became the identity.
     private var absorbed: Set<ObjectIdentifier> = []
     /// Convolutions whose following ReLU runs in their epilogue.
@@ -65,10 +72,12 @@ public final class InferenceEngine: @unchecked Sendable {
             fold(tracer.events)
             traced = true
             // The check: fused against unfused on this input; drop what disagrees.
+            convertsWeights = false
             if !agrees(run(probe), y) {
                 rectifying = []
                 if !agrees(run(probe), y) { folded = [:]; absorbed = [] }
             }
+            convertsWeights = true
         }
         return run(x)
     }
@@ -110,7 +119,8 @@ public final class InferenceEngine: @unchecked Sendable {
             for j in 0..<o { for k in 0..<perOut { wf[j * perOut + k] = w[j * perOut + k] * scale[j] } }
             let b0 = conv.bias?.value.scalars ?? [Float](repeating: 0, count: o)
             let bf = (0..<o).map { (b0[$0] - mean[$0]) * scale[$0] + beta[$0] }
-            folded[ObjectIdentifier(conv)] = (Tensor(shape: conv.weight.shape, scalars: wf), Tensor(shape: [o], scalars: bf))
+            folded[ObjectIdentifier(conv)] = (Tensor(shape: conv.weight.shape, scalars: wf), Tensor(shape: [o], scalars: bf),
+                                              ConstantWeights())
             absorbed.insert(ObjectIdentifier(bn))
         }
         // A ReLU right after a convolution, or after a BatchNorm folded into the one before it.
@@ -129,11 +139,15 @@ public final class InferenceEngine: @unchecked Sendable {
     /// Whether an engine is running the current forward pass (layers may take fused paths).
     public static var isFusing: Bool { active != nil }
 
-    /// The folded (weight, bias) of `conv` while an engine runs it.
-    static func foldedParameters(_ conv: Conv2d) -> (weight: Tensor, bias: Tensor)? {
-        guard let e = active, !conv.isTraining else { return nil }
-        return e.folded[ObjectIdentifier(conv)]
+    /// The folded (weight, bias) of `conv` while an engine runs it, and the store of its
+    /// converted weights.
+    static func foldedParameters(_ conv: Conv2d) -> (weight: Tensor, bias: Tensor, converted: ConstantWeights?)? {
+        guard let e = active, !conv.isTraining, let f = e.folded[ObjectIdentifier(conv)] else { return nil }
+        return (f.weight, f.bias, e.convertsWeights ? f.converted : nil)
     }
+
+    /// Bytes of folded weights kept converted to the convolutions' layouts.
+    public var convertedWeightBytes: Int { folded.values.reduce(0) { $0 + $1.converted.bytes } }
 
     /// Whether `conv`'s following ReLU runs in its epilogue while an engine runs it.
     static func fusesReLU(_ conv: Conv2d) -> Bool {

@@ -43,7 +43,8 @@ public final class Conv2d: Module {
         // Inside an inference engine: the folded weights, and the following ReLU in the epilogue.
         let folded = InferenceEngine.foldedParameters(self)
         let y = conv2d(x, weight: folded?.weight ?? weight.value, bias: folded?.bias ?? bias?.value, stride: stride,
-                       padding: padding, dilation: dilation, groups: groups, fusedReLU: InferenceEngine.fusesReLU(self))
+                       padding: padding, dilation: dilation, groups: groups, fusedReLU: InferenceEngine.fusesReLU(self),
+                       constantWeights: folded?.converted)
         InferenceEngine.trace(self, input: x, output: y)
         LayerRecorder.note(self, "Conv2d", y, macsPerImage: y.count / max(y.shape[0], 1) * weight.value.count / weight.shape[0])
         return y

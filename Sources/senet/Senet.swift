@@ -16,7 +16,6 @@ struct Senet: ParsableCommand {
 
     /// Runs the tool with the project's exit codes: 0 success, 1 error, 2 usage error.
     static func main() {
-        passiveOpenMPThreads()
         do {
             var command = try parseAsRoot()
             try command.run()
@@ -29,16 +28,4 @@ struct Senet: ParsableCommand {
             exit(withError: error)
         }
     }
-}
-
-/// oneDNN's OpenMP threads (GNU libgomp) spin for a while after each parallel region by default,
-/// competing for the two cores with the project's own kernel threads and the data loader:
-/// measured here, training steps are 20–28% and batch-1 inference 9% faster with
-/// OMP_WAIT_POLICY=PASSIVE. libgomp reads the variable once, when it is loaded — before `main` —
-/// so the tool re-executes itself with it set, unless the user chose a policy.
-func passiveOpenMPThreads() {
-    guard getenv("OMP_WAIT_POLICY") == nil else { return }
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1)
-    execv("/proc/self/exe", CommandLine.unsafeArgv)
-    // exec failed (no /proc): go on with libgomp's default policy.
 }

@@ -7,14 +7,14 @@ import Testing
 import _TestSupport
 
 /// Runs `plan` on copies of `arrays` and returns the copies afterwards.
-private func run(_ plan: KernelPlan, _ arrays: [[Float]]) -> [[Float]] {
+private func run(_ plan: KernelPlan, _ arrays: [[Float]], constant: ConstantWeights? = nil) -> [[Float]] {
     let bufs = arrays.map { a -> UnsafeMutablePointer<Float> in
         let p = UnsafeMutablePointer<Float>.allocate(capacity: a.count)
         p.initialize(from: a, count: a.count)
         return p
     }
     defer { bufs.forEach { $0.deallocate() } }
-    plan.execute(bufs.map { UnsafeMutableRawPointer($0) })
+    plan.execute(bufs.map { UnsafeMutableRawPointer($0) }, constant: constant)
     return zip(bufs, arrays).map { Array(UnsafeBufferPointer(start: $0, count: $1.count)) }
 }
 
@@ -112,6 +112,16 @@ private func relativeError(_ a: [Float], _ b: [Double]) -> Double {
                     #expect(reluPlans.map(family) == plans.map(family), "\(s): relu candidates \(reluPlans.map(\.impl))")
                     for rp in reluPlans where family(rp) == family(plan) {
                         expectClose(run(rp, [x, w, b, nans(s.outputCount)])[3], refY.map { max($0, 0) }, rtol: 1e-4, atol: atol(rp, refY), label + " +relu")
+                    }
+                    // Inference plans with weights converted once: the first call converts, the second
+                    // (another input) reads the kept copy.
+                    let constPlans = convCandidates(ConvKey(shape: s, pass: .forward, bias: true, constantWeights: true), policy: .auto)
+                    for cp in constPlans where family(cp) == family(plan) {
+                        let kept = ConstantWeights()
+                        expectClose(run(cp, [x, w, b, nans(s.outputCount)], constant: kept)[3], refY, rtol: 1e-4, atol: atol(cp, refY), label + " constant weights")
+                        let x2 = x.map { -0.5 * $0 }
+                        let refY2 = Reference.conv2dForward(inp: x2, weight: w, bias: b, s)
+                        expectClose(run(cp, [x2, w, b, nans(s.outputCount)], constant: kept)[3], refY2, rtol: 1e-4, atol: atol(cp, refY2), label + " constant weights, second call")
                     }
                     let noBias = convCandidates(ConvKey(shape: s, pass: .forward, bias: false, relu: true), policy: .auto)
                     let refNoBias = Reference.conv2dForward(inp: x, weight: w, bias: nil, s).map { max($0, 0) }
@@ -213,5 +223,39 @@ private func relativeError(_ a: [Float], _ b: [Double]) -> Double {
                 }
             }
         }
+    }
+}
+
+/// Constant weights are converted once: after the first call, a oneDNN plan that converts weights
+/// reads its kept copy, so a second call whose weight buffer holds NaNs still gives the right result.
+@Suite struct ConstantWeightsTests {
+    @Test func convertingPlansConvertWeightsOnce() {
+        let s = Conv2DShape(n: 2, c: 32, h: 9, w: 9, o: 32, kh: 3, kw: 3, ph: 1, pw: 1)
+        var st: UInt64 = 11
+        let x = lcgUniform(s.inputCount, state: &st), w = lcgUniform(s.weightCount, state: &st), b = lcgUniform(s.o, state: &st)
+        let refY = Reference.conv2dForward(inp: x, weight: w, bias: b, s)
+        let key = ConvKey(shape: s, pass: .forward, bias: true, constantWeights: true)
+        // oneDNN's plans that read the weights in another layout (its blocked direct or brgemm
+        // kernel, its Winograd).
+        let converting = convCandidates(key, policy: .auto).compactMap { $0 as? DNNLPlan }.filter(\.convertsWeights)
+        #expect(!converting.isEmpty)
+        for plan in converting {
+            checkConvertsOnce(plan, s, x: x, w: w, b: b, refY: refY)
+        }
+    }
+
+    private func checkConvertsOnce(_ plan: DNNLPlan, _ s: Conv2DShape, x: [Float], w: [Float], b: [Float], refY: [Float]) {
+        let kept = ConstantWeights()
+        let out = [Float](repeating: .nan, count: s.outputCount)
+        let atol = max(1e-5, 5e-6 * refY.map(abs).max()!)  // the Winograd kernels' error bound
+        expectClose(run(plan, [x, w, b, out], constant: kept)[3], refY, rtol: 1e-4, atol: atol, "\(plan.impl) first call")
+        #expect(kept.bytes >= s.weightCount * 4)
+        let poisoned = [Float](repeating: .nan, count: s.weightCount)
+        expectClose(run(plan, [x, poisoned, b, out], constant: kept)[3], refY, rtol: 1e-4, atol: atol, "\(plan.impl) kept copy")
+        // Without the store the plan converts the buffer it is given.
+        let fresh = run(plan, [x, poisoned, b, out])[3]
+        #expect(fresh.allSatisfy { $0.isNaN }, "\(plan.impl)")
+        kept.discard(plan)
+        #expect(kept.bytes == 0)
     }
 }

@@ -11,15 +11,24 @@ import Kernels
 /// `fusedReLU` returns relu(conv(x)) computed in the convolution's epilogue (the inference
 /// engine's fusion). It applies only when nothing records gradients; otherwise the convolution
 /// and the ReLU run as two recorded ops.
+///
+/// `constantWeights`: the caller promises that `weight` never changes while that object lives
+/// (the inference engine's folded weights); the convolution then keeps its weights converted to
+/// the kernel's layout there instead of converting them at every call. Ignored when gradients
+/// are recorded.
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: (Int, Int) = (1, 1),
                    padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), groups: Int = 1,
-                   fusedReLU: Bool) -> Tensor {
-    guard fusedReLU, !GradientTape.isRecording(x, weight, bias ?? weight) else {
+                   fusedReLU: Bool, constantWeights: ConstantWeights? = nil) -> Tensor {
+    guard !GradientTape.isRecording(x, weight, bias ?? weight) else {
         let y = conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
         return fusedReLU ? relu(y) : y
     }
-    return convolve(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups, relu: true)
+    return convolve(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups,
+                    relu: fusedReLU, constantWeights: constantWeights)
 }
+
+/// Convolution weights converted once and kept (see `conv2d(_:weight:…:constantWeights:)`).
+public typealias ConstantWeights = Kernels.ConstantWeights
 
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: (Int, Int) = (1, 1),
                    padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), groups: Int = 1) -> Tensor {
@@ -27,7 +36,8 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: (In
 }
 
 private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, Int), padding: (Int, Int),
-                      dilation: (Int, Int), groups: Int, relu: Bool) -> Tensor {
+                      dilation: (Int, Int), groups: Int, relu: Bool,
+                      constantWeights: ConstantWeights? = nil) -> Tensor {
     let op = "conv2d"
     if x.rank != 4 || weight.rank != 4 {
         shapeFailure(op, "input \(x.shape) and weight \(weight.shape) must both be 4-D (N×C×H×W, O×C/groups×kh×kw)")
@@ -66,10 +76,11 @@ private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, 
                     if invariant {
                         for i in 0..<n {
                             conv2dForward(out: po + i * outStride, inp: px + i * inStride, weight: pw, bias: pb, relu: relu, one,
-                                          inpBlock: inBlock, outBlock: outBlock)
+                                          inpBlock: inBlock, outBlock: outBlock, constantWeights: constantWeights)
                         }
                     } else {
-                        conv2dForward(out: po, inp: px, weight: pw, bias: pb, relu: relu, s, inpBlock: inBlock, outBlock: outBlock)
+                        conv2dForward(out: po, inp: px, weight: pw, bias: pb, relu: relu, s, inpBlock: inBlock, outBlock: outBlock,
+                                      constantWeights: constantWeights)
                     }
                 }
             }
