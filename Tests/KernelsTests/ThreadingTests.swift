@@ -34,4 +34,27 @@ import _TestSupport
             expectClose(dx, Reference.conv2dBackwardData(dout: dy, weight: w, s), rtol: 1e-4, atol: 1e-5, "backward data")
         }
     }
+
+    /// Our loops run on oneDNN's OpenMP team: every index exactly once, also when several threads
+    /// start loops at the same time and when a loop starts inside another one's chunk (nested
+    /// regions run their chunks in turn).
+    @Test func parallelRangesCoverEveryIndexOnceFromAnyThread() {
+        let count = 100_003
+        func check(_ label: String) {
+            let hits = UnsafeMutablePointer<Int32>.allocate(capacity: count)
+            hits.initialize(repeating: 0, count: count)
+            defer { hits.deallocate() }
+            parallelRanges(count, costPerItem: 1_000) { r in for i in r { hits[i] += 1 } }
+            #expect((0..<count).allSatisfy { hits[$0] == 1 }, "\(label)")
+        }
+        check("main")
+        DispatchQueue.concurrentPerform(iterations: 4) { t in check("thread \(t)") }
+        let outer = UnsafeMutablePointer<Int32>.allocate(capacity: 4 * count)
+        outer.initialize(repeating: 0, count: 4 * count)
+        defer { outer.deallocate() }
+        parallelRanges(4, costPerItem: 1_000_000) { r in
+            for j in r { parallelRanges(count, costPerItem: 1_000) { inner in for i in inner { outer[j * count + i] += 1 } } }
+        }
+        #expect((0..<(4 * count)).allSatisfy { outer[$0] == 1 }, "nested")
+    }
 }
