@@ -375,10 +375,10 @@ final class BatchChunkPlan: KernelPlan {
     /// The sub-batch's plan, once chosen.
     var inner: KernelPlan? { lock.withLock { innerPlan } }
     private let lock = NSLock()
+    /// Backward-weights: the gradients of the sub-batches after the first.
     private let scratch: UnsafeMutablePointer<Float>?
-    private let scratchCount: Int
 
-    var impl: String { "batch chunks of \(chunk): " + (lock.withLock { innerPlan }?.impl ?? "untuned") }
+    var impl: String { "batch chunks of \(chunk): " + (inner?.impl ?? "untuned") }
 
     /// Sub-batch sizes worth trying: 1 and 4 for batches of at least 8 that they divide, with
     /// whole channel blocks on both sides (so that a sub-batch is a contiguous slice).
@@ -395,8 +395,8 @@ final class BatchChunkPlan: KernelPlan {
         sub.n = chunk
         subKey = ConvKey(shape: sub, pass: key.pass, bias: key.bias, relu: key.relu,
                          srcBlock: key.srcBlock, dstBlock: key.dstBlock, constantWeights: key.constantWeights)
-        scratchCount = key.pass == .backwardWeights ? key.shape.weightCount + (key.bias ? key.shape.o : 0) : 0
-        scratch = scratchCount > 0 ? .allocate(capacity: scratchCount) : nil
+        scratch = key.pass == .backwardWeights
+            ? .allocate(capacity: key.shape.weightCount + (key.bias ? key.shape.o : 0)) : nil
     }
 
     deinit { scratch?.deallocate() }
@@ -423,8 +423,8 @@ final class BatchChunkPlan: KernelPlan {
                     if key.bias { q[3] = UnsafeMutableRawPointer(scratch + s.weightCount) }
                 }
             }
-            let plan = lock.withLock { innerPlan } ?? convPlan(subKey, q, constant: constant)
-            lock.withLock { innerPlan = plan }
+            let plan = inner ?? convPlan(subKey, q, constant: constant)
+            if i == 0 { lock.withLock { innerPlan = plan } }
             plan.execute(q, constant: constant)
             if key.pass == .backwardWeights, i > 0, let scratch {
                 accumulate(p[2].assumingMemoryBound(to: Float.self), scratch, n: s.weightCount)
@@ -489,11 +489,11 @@ final class Gemm1x1Plan: KernelPlan {
         parallelRanges(s.c, costPerItem: s.h * s.w) { r in
             for ch in r {
                 let plane = x + ch * s.h * s.w, sub = xs + ch * ho * wo
-                if scatter { plane.update(repeating: 0, count: s.h * s.w) }
+                guard scatter else { gatherPlane(plane, into: sub); continue }
+                plane.update(repeating: 0, count: s.h * s.w)
                 for oy in 0..<ho {
                     let row = plane + oy * s.sh * s.w, srow = sub + oy * wo
-                    if scatter { for ox in 0..<wo { row[ox * s.sw] = srow[ox] } }
-                    else { for ox in 0..<wo { srow[ox] = row[ox * s.sw] } }
+                    for ox in 0..<wo { row[ox * s.sw] = srow[ox] }
                 }
             }
         }
