@@ -4,6 +4,7 @@
 import Testing
 import TensorCore
 import _TestSupport
+@testable import Kernels
 
 @Suite("PyTorch fixtures")
 struct FixtureTests {
@@ -19,9 +20,19 @@ struct FixtureTests {
                 conv2d(t[0], weight: t[1], bias: hasBias ? t[2] : nil, stride: pair(p["stride"]),
                        padding: pair(p["padding"]), dilation: pair(p["dilation"]), groups: p["groups"] as? Int ?? 1)
             }
-            var grads = [("dx", g[0]), ("dw", g[1])]
-            if hasBias { grads.append(("db", g[2])) }
-            checkCase(fx, c, output: y, gradients: grads)
+            // The autotuner's choice depends on timing; oneDNN's Winograd F(4×4, 3×3), when it
+            // wins, is held to the bound relative to the result's largest magnitude (see
+            // ConvCandidateFixtureTests, which checks every candidate whatever wins here).
+            let s = fixtureConvShape(fx, c)
+            func check(_ a: Tensor, _ name: String, _ pass: ConvPass, _ tol: (rtol: Float, atol: Float)) {
+                let impl = conv2dImplementation(s, pass: pass, bias: hasBias && pass != .backwardData) ?? ""
+                let e = fx.require(c, name)
+                expectClose(a, e, rtol: tol.rtol, atol: candidateAtol(impl, e.scalars, tol.atol), "\(c) \(name) (\(impl))")
+            }
+            check(y, "y", .forward, forwardTolerance)
+            check(g[0], "dx", .backwardData, gradientTolerance)
+            check(g[1], "dw", .backwardWeights, gradientTolerance)
+            if hasBias { check(g[2], "db", .backwardWeights, gradientTolerance) }
         }
     }
 
@@ -89,9 +100,19 @@ struct FixtureTests {
             let (y, g) = forwardBackward(inputs, seed: fx.require(c, "dy")) { t in
                 linear(t[0], weight: t[1], bias: hasBias ? t[2] : nil)
             }
-            var grads = [("dx", g[0]), ("dw", g[1])]
-            if hasBias { grads.append(("db", g[2])) }
-            checkCase(fx, c, output: y, gradients: grads)
+            // The autotuner's choice depends on timing; oneDNN's Winograd F(4×4, 3×3), when it
+            // wins, is held to the bound relative to the result's largest magnitude (see
+            // ConvCandidateFixtureTests, which checks every candidate whatever wins here).
+            let s = fixtureConvShape(fx, c)
+            func check(_ a: Tensor, _ name: String, _ pass: ConvPass, _ tol: (rtol: Float, atol: Float)) {
+                let impl = conv2dImplementation(s, pass: pass, bias: hasBias && pass != .backwardData) ?? ""
+                let e = fx.require(c, name)
+                expectClose(a, e, rtol: tol.rtol, atol: candidateAtol(impl, e.scalars, tol.atol), "\(c) \(name) (\(impl))")
+            }
+            check(y, "y", .forward, forwardTolerance)
+            check(g[0], "dx", .backwardData, gradientTolerance)
+            check(g[1], "dw", .backwardWeights, gradientTolerance)
+            if hasBias { check(g[2], "db", .backwardWeights, gradientTolerance) }
         }
     }
 
@@ -170,5 +191,70 @@ struct FixtureTests {
             }
             checkCase(fx, c, output: y, gradients: zip(names, g).map { ("d" + $0, $1) })
         }
+    }
+}
+
+/// The convolution shape of a `conv2d` fixture case.
+private func fixtureConvShape(_ fx: Fixture, _ c: String) -> Conv2DShape {
+    let p = fx.params(c)
+    let x = fx.require(c, "x"), w = fx.require(c, "w")
+    let (sh, sw) = pair(p["stride"]), (ph, pw) = pair(p["padding"]), (dh, dw) = pair(p["dilation"])
+    return Conv2DShape(n: x.shape[0], c: x.shape[1], h: x.shape[2], w: x.shape[3], o: w.shape[0],
+                       kh: w.shape[2], kw: w.shape[3], sh: sh, sw: sw, ph: ph, pw: pw, dh: dh, dw: dw,
+                       groups: p["groups"] as? Int ?? 1)
+}
+
+/// The absolute tolerance for a plan's result. oneDNN's Winograd F(4×4, 3×3) (`jit_wino_4x3`,
+/// AVX-512 machines only) errs by up to about 1e-6 of the result's largest magnitude (measured on
+/// these fixtures: 5e-7 to 1.0e-6; direct kernels 1.7e-7 to 5.7e-7): within the criterion as a
+/// relative error of the tensor, but more than 1e-5 absolute on elements that nearly cancel in a
+/// weight gradient of magnitude 32. Its elements are held to 5e-6 of that magnitude; every other
+/// plan to the plain tolerance.
+private func candidateAtol(_ impl: String, _ expected: [Float], _ atol: Float) -> Float {
+    impl.contains("jit_wino") ? max(atol, 5e-6 * expected.map(abs).max()!) : atol
+}
+
+/// Every convolution plan the autotuner may choose for a fixture's shape, run on its own, against
+/// PyTorch: which plan wins depends on timing and on the machine's kernels (a CI run once chose
+/// the Winograd weight gradient for the `wide` case), so each must match whatever wins.
+@Suite("PyTorch fixtures, every convolution candidate")
+struct ConvCandidateFixtureTests {
+    @Test func everyCandidateMatchesPyTorch() throws {
+        let fx = try Fixture("conv2d")
+        var checked = 0
+        for c in fx.cases {
+            let hasBias = fx.params(c)["bias"] as? Bool ?? false
+            let s = fixtureConvShape(fx, c)
+            let x = fx.require(c, "x").scalars, w = fx.require(c, "w").scalars, dy = fx.require(c, "dy").scalars
+            let b = hasBias ? [fx.require(c, "b").scalars] : []
+            func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
+            for pass in [ConvPass.forward, .backwardData, .backwardWeights] {
+                let key = ConvKey(shape: s, pass: pass, bias: hasBias && pass != .backwardData)
+                let plans = convCandidates(key, policy: .auto)
+                #expect(!plans.isEmpty, "\(c) \(pass)")
+                for plan in plans {
+                    let (inputs, outputs): ([[Float]], [(Int, String, (rtol: Float, atol: Float))]) = switch pass {
+                    case .forward: ([x, w] + b + [nans(s.outputCount)], [(2 + b.count, "y", forwardTolerance)])
+                    case .backwardData: ([dy, w, nans(s.inputCount)], [(2, "dx", gradientTolerance)])
+                    case .backwardWeights: ([x, dy, nans(s.weightCount)] + (hasBias ? [nans(s.o)] : []),
+                                            [(2, "dw", gradientTolerance)] + (hasBias ? [(3, "db", gradientTolerance)] : []))
+                    }
+                    let bufs = inputs.map { a -> UnsafeMutablePointer<Float> in
+                        let q = UnsafeMutablePointer<Float>.allocate(capacity: a.count)
+                        q.initialize(from: a, count: a.count)
+                        return q
+                    }
+                    plan.execute(bufs.map { UnsafeMutableRawPointer($0) }, constant: nil)
+                    for (index, name, tol) in outputs {
+                        let got = Array(UnsafeBufferPointer(start: bufs[index], count: inputs[index].count))
+                        let e = fx.require(c, name).scalars
+                        expectClose(got, e, rtol: tol.rtol, atol: candidateAtol(plan.impl, e, tol.atol), "\(c) \(name) \(plan.impl)")
+                        checked += 1
+                    }
+                    bufs.forEach { $0.deallocate() }
+                }
+            }
+        }
+        #expect(checked >= 4 * fx.cases.count)
     }
 }
