@@ -25,7 +25,9 @@ struct FixtureTests {
             // ConvCandidateFixtureTests, which checks every candidate whatever wins here).
             let s = fixtureConvShape(fx, c)
             func check(_ a: Tensor, _ name: String, _ pass: ConvPass, _ tol: (rtol: Float, atol: Float)) {
-                let impl = conv2dImplementation(s, pass: pass, bias: hasBias && pass != .backwardData) ?? ""
+                let chosen = conv2dImplementation(s, pass: pass, bias: hasBias && pass != .backwardData)
+                #expect(chosen != nil, "\(c) \(pass): no plan under the key the op used")
+                let impl = chosen ?? ""
                 let e = fx.require(c, name)
                 expectClose(a, e, rtol: tol.rtol, atol: candidateAtol(impl, e.scalars, tol.atol), "\(c) \(name) (\(impl))")
             }
@@ -100,19 +102,9 @@ struct FixtureTests {
             let (y, g) = forwardBackward(inputs, seed: fx.require(c, "dy")) { t in
                 linear(t[0], weight: t[1], bias: hasBias ? t[2] : nil)
             }
-            // The autotuner's choice depends on timing; oneDNN's Winograd F(4×4, 3×3), when it
-            // wins, is held to the bound relative to the result's largest magnitude (see
-            // ConvCandidateFixtureTests, which checks every candidate whatever wins here).
-            let s = fixtureConvShape(fx, c)
-            func check(_ a: Tensor, _ name: String, _ pass: ConvPass, _ tol: (rtol: Float, atol: Float)) {
-                let impl = conv2dImplementation(s, pass: pass, bias: hasBias && pass != .backwardData) ?? ""
-                let e = fx.require(c, name)
-                expectClose(a, e, rtol: tol.rtol, atol: candidateAtol(impl, e.scalars, tol.atol), "\(c) \(name) (\(impl))")
-            }
-            check(y, "y", .forward, forwardTolerance)
-            check(g[0], "dx", .backwardData, gradientTolerance)
-            check(g[1], "dw", .backwardWeights, gradientTolerance)
-            if hasBias { check(g[2], "db", .backwardWeights, gradientTolerance) }
+            var grads = [("dx", g[0]), ("dw", g[1])]
+            if hasBias { grads.append(("db", g[2])) }
+            checkCase(fx, c, output: y, gradients: grads)
         }
     }
 
