@@ -327,8 +327,9 @@ final class ConvProfile: @unchecked Sendable {
 /// The oneDNN implementation chosen for a shape and pass (for benchmarks and diagnostics), or nil
 /// if the shape has not run yet.
 public func conv2dImplementation(_ shape: Conv2DShape, pass: ConvPass, bias: Bool = false, relu: Bool = false,
-                                 inpBlock: Int = 1, outBlock: Int = 1) -> String? {
-    convPlans.cached(ConvKey(shape: shape, pass: pass, bias: bias, relu: relu, srcBlock: inpBlock, dstBlock: outBlock))?.impl
+                                 inpBlock: Int = 1, outBlock: Int = 1, constantWeights: Bool = false) -> String? {
+    convPlans.cached(ConvKey(shape: shape, pass: pass, bias: bias, relu: relu, srcBlock: inpBlock, dstBlock: outBlock,
+                             constantWeights: constantWeights))?.impl
 }
 
 /// out[N,O,Ho,Wo] = conv(inp[N,C,H,W], weight[O,C/G,kh,kw]) + bias[O].
@@ -374,7 +375,7 @@ final class BatchChunkPlan: KernelPlan {
     private var innerPlan: KernelPlan?
     /// The sub-batch's plan, once chosen.
     var inner: KernelPlan? { lock.withLock { innerPlan } }
-    private let lock = NSLock()
+    private let lock = NSLock(), runLock = NSLock()
     /// Backward-weights: the gradients of the sub-batches after the first.
     private let scratch: UnsafeMutablePointer<Float>?
 
@@ -404,6 +405,10 @@ final class BatchChunkPlan: KernelPlan {
     func execute(_ p: [UnsafeMutableRawPointer]) { execute(p, constant: nil) }
 
     func execute(_ p: [UnsafeMutableRawPointer], constant: ConstantWeights?) {
+        // One call at a time: the backward-weights scratch is the plan's (a plan is shared by
+        // every caller of its shape, on any thread).
+        runLock.lock()
+        defer { runLock.unlock() }
         let s = key.shape
         let inBytes = chunk * s.c * s.h * s.w * 4, outBytes = chunk * s.o * s.ho * s.wo * 4
         for i in 0..<s.n / chunk {

@@ -259,3 +259,37 @@ private func relativeError(_ a: [Float], _ b: [Double]) -> Double {
         #expect(kept.bytes == 0)
     }
 }
+
+/// A plan is shared by every caller of its shape, on any thread: the sub-batch plan's
+/// backward-weights, which sums the sub-batches in a scratch buffer of its own, gives each of four
+/// threads calling it at once its own batch's gradient.
+@Suite struct BatchChunkConcurrencyTests {
+    @Test func concurrentBackwardWeightsCallsKeepTheirOwnSums() async {
+        let s = Conv2DShape(n: 8, c: 64, h: 4, w: 4, o: 64, kh: 3, kw: 3, ph: 1, pw: 1)
+        let key = ConvKey(shape: s, pass: .backwardWeights, bias: true)
+        let plan = BatchChunkPlan(key, chunk: 1)
+        let cases: [(x: [Float], dy: [Float])] = (0..<4).map { i in
+            var st = UInt64(100 + i)
+            return (lcgUniform(s.inputCount, state: &st), lcgUniform(s.outputCount, state: &st))
+        }
+        let expected = cases.map { Reference.conv2dBackwardWeights(inp: $0.x, dout: $0.dy, s) }
+        _ = run(plan, [cases[0].x, cases[0].dy, [Float](repeating: 0, count: s.weightCount), [Float](repeating: 0, count: s.o)])
+        // Each of four tasks calls the plan 40 times and counts the calls whose sums were wrong.
+        let wrong = await withTaskGroup(of: Int.self) { group in
+            for (i, c) in cases.enumerated() {
+                group.addTask {
+                    var bad = 0
+                    for _ in 0..<40 {
+                        let r = run(plan, [c.x, c.dy, [Float](repeating: .nan, count: s.weightCount), [Float](repeating: .nan, count: s.o)])
+                        let w = closeness(r[2], expected[i].dweight, rtol: 1e-4, atol: 1e-5)
+                        let b = closeness(r[3], expected[i].dbias, rtol: 1e-4, atol: 1e-5)
+                        if !w.passed || !b.passed { bad += 1 }
+                    }
+                    return bad
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(wrong == 0, "\(wrong) of 160 concurrent calls returned another call's sums")
+    }
+}
