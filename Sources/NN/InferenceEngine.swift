@@ -23,6 +23,7 @@
 // engine after changing them. Models called outside the engine, or in training mode, are
 // unaffected.
 
+import Foundation
 import TensorCore
 
 public final class InferenceEngine: @unchecked Sendable {
@@ -56,8 +57,13 @@ public final class InferenceEngine: @unchecked Sendable {
     /// Number of ReLUs computed in a convolution's epilogue (after the first call).
     public var fusedReLUCount: Int { rectifying.count }
 
-    /// The model's output for `x`, without gradients.
+    /// The first call's tracing and checking, one caller at a time (later calls only read).
+    private let setup = NSLock()
+
+    /// The model's output for `x`, without gradients. Callers on several threads may share an
+    /// engine: the first call's tracing runs once, the others wait for it.
     public func callAsFunction(_ x: Tensor) -> Tensor {
+        setup.lock()
         if model.isTraining { model.eval() }
         if !traced {
             // Trace and check on the first image alone: the tracer keeps every activation of
@@ -79,6 +85,7 @@ public final class InferenceEngine: @unchecked Sendable {
             }
             convertsWeights = true
         }
+        setup.unlock()
         return run(x)
     }
 

@@ -294,6 +294,32 @@ final class ReLUAndBypass: Module {
         #expect(engine.foldedCount == 1)
     }
 
+    /// An engine serves concurrent callers, its first calls included: four tasks call a new
+    /// engine at once and each gets the logits that a single caller gets.
+    @Test func concurrentFirstCallsGiveTheSerialResult() async throws {
+        func fresh() throws -> Module {
+            let m = try ModelRegistry.create("seresnet20", ModelOptions(numClasses: 10))
+            m.eval()
+            return m
+        }
+        let inputs = (0..<4).map { Tensor.randomNormal([2, 3, 32, 32], seed: UInt64(40 + $0)) }
+        let serial = InferenceEngine(try fresh())
+        let expected = inputs.map { serial($0).scalars }
+        for _ in 0..<3 {
+            let engine = InferenceEngine(try fresh())
+            let results = await withTaskGroup(of: (Int, [Float]).self) { group in
+                for (i, x) in inputs.enumerated() { group.addTask { (i, engine(x).scalars) } }
+                var all = [[Float]](repeating: [], count: inputs.count)
+                for await (i, y) in group { all[i] = y }
+                return all
+            }
+            for i in inputs.indices {
+                expectClose(results[i], expected[i], rtol: 1e-4, atol: 1e-5, "caller \(i)")
+            }
+            #expect(engine.foldedCount == serial.foldedCount)
+        }
+    }
+
     /// conv → BN → ReLU and conv(bias) → ReLU chains are fused, with the logits unchanged.
     @Test func reluFusionOfConvolutionChains() {
         final class Chain: Module {
