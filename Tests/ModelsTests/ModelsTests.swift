@@ -318,6 +318,16 @@ final class ReLUAndBypass: Module {
             }
             #expect(engine.foldedCount == serial.foldedCount)
         }
+        // The model itself, outside an engine, in evaluation mode.
+        let model = try fresh()
+        let plain = inputs.map { x in withoutGradients { model(x) }.scalars }
+        let concurrent = await withTaskGroup(of: (Int, [Float]).self) { group in
+            for (i, x) in inputs.enumerated() { group.addTask { (i, withoutGradients { model(x) }.scalars) } }
+            var all = [[Float]](repeating: [], count: inputs.count)
+            for await (i, y) in group { all[i] = y }
+            return all
+        }
+        for i in inputs.indices { #expect(concurrent[i] == plain[i], "unfused caller \(i)") }
     }
 
     /// conv → BN → ReLU and conv(bias) → ReLU chains are fused, with the logits unchanged.
