@@ -294,6 +294,31 @@ final class ReLUAndBypass: Module {
         #expect(engine.foldedCount == 1)
     }
 
+    /// After its first call an engine meets new batch sizes and input sizes (new convolution
+    /// shapes, tuned then with the folded weights it already holds) and still gives the unfused
+    /// model's logits.
+    @Test func laterCallsWithOtherShapes() throws {
+        let model = try ModelRegistry.create("seresnet20", ModelOptions(numClasses: 10))
+        var seed: UInt64 = 60
+        for (key, p) in model.namedParameters() where key.hasSuffix("running_mean") || key.hasSuffix("running_var") {
+            seed += 1
+            p.value = key.hasSuffix("running_var") ? Tensor.randomUniform(p.shape, low: 0.5, high: 2, seed: seed)
+                                                   : Tensor.randomUniform(p.shape, low: -0.5, high: 0.5, seed: seed)
+        }
+        model.eval()
+        let engine = InferenceEngine(model)
+        for (i, (n, side)) in [(2, 32), (5, 32), (1, 32), (3, 40), (1, 17), (2, 32)].enumerated() {
+            let x = Tensor.randomNormal([n, 3, side, side], seed: UInt64(70 + i))
+            let reference = withoutGradients { model(x) }
+            let fused = engine(x)
+            #expect(fused.shape == reference.shape)
+            let scale = reference.scalars.map(abs).max() ?? 1
+            let worst = zip(fused.scalars, reference.scalars).map { abs($0 - $1) }.max() ?? 0
+            #expect(worst <= 1e-4 * scale, "batch \(n), \(side)×\(side): logits differ by \(worst) (largest \(scale))")
+        }
+        #expect(engine.foldedCount > 0)
+    }
+
     /// An engine serves concurrent callers, its first calls included: four tasks call a new
     /// engine at once and each gets the logits that a single caller gets.
     @Test func concurrentFirstCallsGiveTheSerialResult() async throws {
