@@ -87,11 +87,7 @@ private func relativeError(_ a: [Float], _ b: [Double]) -> Double {
         let refDx = Reference.conv2dBackwardData(dout: dy, weight: w, s)
         let refDw = Reference.conv2dBackwardWeights(inp: x, dout: dy, s)
         func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
-        /// oneDNN's Winograd F(4×4, 3×3) errs by about 1e-6 of the result's scale (see
-        /// ConvCandidateAccuracyTests), more than 1e-5 absolute on these outputs of magnitude ~20.
-        func atol(_ plan: KernelPlan, _ ref: [Float]) -> Float {
-            plan.impl.contains("jit_wino") ? max(1e-5, 5e-6 * ref.map(abs).max()!) : 1e-5
-        }
+        func atol(_ plan: KernelPlan, _ ref: [Float]) -> Float { convolutionAtol(plan.impl, expected: ref, atol: 1e-5) }
         for pass in [ConvPass.forward, .backwardData, .backwardWeights] {
             let plans = convCandidates(ConvKey(shape: s, pass: pass, bias: pass != .backwardData), policy: .auto)
             #expect(plans.count >= 2, "\(s) \(pass): only \(plans.map(\.impl))")

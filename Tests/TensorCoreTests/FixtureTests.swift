@@ -29,7 +29,7 @@ struct FixtureTests {
                 #expect(chosen != nil, "\(c) \(pass): no plan under the key the op used")
                 let impl = chosen ?? ""
                 let e = fx.require(c, name)
-                expectClose(a, e, rtol: tol.rtol, atol: candidateAtol(impl, e.scalars, tol.atol), "\(c) \(name) (\(impl))")
+                expectClose(a, e, rtol: tol.rtol, atol: convolutionAtol(impl, expected: e.scalars, atol: tol.atol), "\(c) \(name) (\(impl))")
             }
             check(y, "y", .forward, forwardTolerance)
             check(g[0], "dx", .backwardData, gradientTolerance)
@@ -196,16 +196,6 @@ private func fixtureConvShape(_ fx: Fixture, _ c: String) -> Conv2DShape {
                        groups: p["groups"] as? Int ?? 1)
 }
 
-/// The absolute tolerance for a plan's result. oneDNN's Winograd F(4×4, 3×3) (`jit_wino_4x3`,
-/// AVX-512 machines only) errs by up to about 1e-6 of the result's largest magnitude (measured on
-/// these fixtures: 5e-7 to 1.0e-6; direct kernels 1.7e-7 to 5.7e-7): within the criterion as a
-/// relative error of the tensor, but more than 1e-5 absolute on elements that nearly cancel in a
-/// weight gradient of magnitude 32. Its elements are held to 5e-6 of that magnitude; every other
-/// plan to the plain tolerance.
-private func candidateAtol(_ impl: String, _ expected: [Float], _ atol: Float) -> Float {
-    impl.contains("jit_wino") ? max(atol, 5e-6 * expected.map(abs).max()!) : atol
-}
-
 /// Every convolution plan the autotuner may choose for a fixture's shape, run on its own, against
 /// PyTorch: which plan wins depends on timing and on the machine's kernels (a CI run once chose
 /// the Winograd weight gradient for the `wide` case), so each must match whatever wins.
@@ -240,7 +230,7 @@ struct ConvCandidateFixtureTests {
                     for (index, name, tol) in outputs {
                         let got = Array(UnsafeBufferPointer(start: bufs[index], count: inputs[index].count))
                         let e = fx.require(c, name).scalars
-                        expectClose(got, e, rtol: tol.rtol, atol: candidateAtol(plan.impl, e, tol.atol), "\(c) \(name) \(plan.impl)")
+                        expectClose(got, e, rtol: tol.rtol, atol: convolutionAtol(plan.impl, expected: e, atol: tol.atol), "\(c) \(name) \(plan.impl)")
                         checked += 1
                     }
                     bufs.forEach { $0.deallocate() }
