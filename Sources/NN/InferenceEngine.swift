@@ -63,7 +63,12 @@ public final class InferenceEngine: @unchecked Sendable {
     /// The model's output for `x`, without gradients. Callers on several threads may share an
     /// engine: the first call's tracing runs once, the others wait for it.
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        setup.lock()
+        setup.withLock { prepare(x) }
+        return run(x)
+    }
+
+    /// Evaluation mode, and on the first call the tracing, folding and check (under `setup`).
+    private func prepare(_ x: Tensor) {
         if model.isTraining { model.eval() }
         if !traced {
             // Trace and check on the first image alone: the tracer keeps every activation of
@@ -85,8 +90,6 @@ public final class InferenceEngine: @unchecked Sendable {
             }
             convertsWeights = true
         }
-        setup.unlock()
-        return run(x)
     }
 
     /// Image 0 of a batch (the batch itself when it holds one image).

@@ -243,7 +243,7 @@ private func relativeError(_ a: [Float], _ b: [Double]) -> Double {
     private func checkConvertsOnce(_ plan: DNNLPlan, _ s: Conv2DShape, x: [Float], w: [Float], b: [Float], refY: [Float]) {
         let kept = ConstantWeights()
         let out = [Float](repeating: .nan, count: s.outputCount)
-        let atol = max(1e-5, 5e-6 * refY.map(abs).max()!)  // the Winograd kernels' error bound
+        let atol = convolutionAtol(plan.impl, expected: refY, atol: 1e-5)
         expectClose(run(plan, [x, w, b, out], constant: kept)[3], refY, rtol: 1e-4, atol: atol, "\(plan.impl) first call")
         #expect(kept.bytes >= s.weightCount * 4)
         let poisoned = [Float](repeating: .nan, count: s.weightCount)
