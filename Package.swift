@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "_TestSupport", dependencies: ["TensorCore", "Kernels"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "_TestSupport"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "NN", "Kernels", "_TestSupport"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "NN", "TensorCore", "_TestSupport"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Kernels", "Models", "NN", "TensorCore", "_TestSupport"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Models", "NN", "TensorCore", "_TestSupport"]),
         .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "TensorCore", "_TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "ImageIO", "TensorCore", "_TestSupport"]),

@@ -15,3 +15,5 @@ static const int senet_arg_from = DNNL_ARG_FROM;
 static const int senet_arg_to = DNNL_ARG_TO;
 static const int senet_arg_scratchpad = DNNL_ARG_SCRATCHPAD;
 
+// The second source of a binary post-op (the index of the post-op in its chain).
+static inline int senet_arg_post_op_src1(int index) { return DNNL_ARG_ATTR_MULTIPLE_POST_OP(index) | DNNL_ARG_SRC_1; }

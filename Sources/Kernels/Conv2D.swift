@@ -577,3 +577,109 @@ final class Gemm1x1Plan: KernelPlan {
         }
     }
 }
+
+// MARK: - The end of an SE residual block in the convolution's epilogue (inference)
+
+/// The one-image plans of `conv2dForwardScaleAddReLU`, nil where oneDNN has no non-reference
+/// kernel for the post-op chain.
+private let scaleAddReLUPlans = NSLock()
+nonisolated(unsafe) private var scaleAddReLUPlanTable: [ConvKey: DNNLPlan?] = [:]
+
+/// The forward primitive for one image with the post-ops binary multiply (scale, 1×O×1×1),
+/// binary add (residual, the output's layout) and ReLU, on the caller's activation layouts.
+private func makeScaleAddReLUPlan(_ key: ConvKey) -> DNNLPlan? {
+    let s = key.shape
+    let u = userDescs(key)
+    var d = convDescs(s, blocked: true)
+    d.src = u.src
+    d.dst = u.dst
+    let scaleMD = makeMD([1, s.o, 1, 1], dnnl_nchw)
+    var attr: dnnl_primitive_attr_t?
+    var ops: dnnl_post_ops_t?
+    dnnlCheck(dnnl_primitive_attr_create(&attr), "dnnl_primitive_attr_create")
+    defer { dnnl_primitive_attr_destroy(attr) }
+    dnnlCheck(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "set_scratchpad_mode")
+    dnnlCheck(dnnl_post_ops_create(&ops), "dnnl_post_ops_create")
+    defer { dnnl_post_ops_destroy(ops) }
+    var (m, r) = (scaleMD, u.dst)
+    dnnlCheck(dnnl_post_ops_append_binary(ops, dnnl_binary_mul, &m), "post-op binary mul")
+    dnnlCheck(dnnl_post_ops_append_binary(ops, dnnl_binary_add, &r), "post-op binary add")
+    dnnlCheck(dnnl_post_ops_append_eltwise(ops, 1, dnnl_eltwise_relu, 0, 0), "post-op relu")
+    dnnlCheck(dnnl_primitive_attr_set_post_ops(attr, ops), "dnnl_primitive_attr_set_post_ops")
+    var desc = dnnl_convolution_desc_t()
+    let strides: [Int64] = [Int64(s.sh), Int64(s.sw)]
+    let dil: [Int64] = [Int64(s.dh - 1), Int64(s.dw - 1)]
+    let pad: [Int64] = [Int64(s.ph), Int64(s.pw)]
+    let st = withUnsafePointer(to: &d.bias) { bp in
+        dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct,
+                                                   &d.src, &d.weights, key.bias ? bp : nil, &d.dst, strides, dil, pad, pad)
+    }
+    guard st == dnnl_success,
+          let pd = withUnsafePointer(to: &desc, { firstFastPD(UnsafeRawPointer($0), hint: nil, attr: attr) })
+    else { return nil }
+    defer { dnnl_primitive_desc_destroy(pd) }
+    let (scaleArg, residualArg) = (Int32(senet_arg_post_op_src1(0)), Int32(senet_arg_post_op_src1(1)))
+    var args: [PlanArg] = [
+        (senet_arg_src, false, u.src, dnnl_query_src_md, 0),
+        (senet_arg_weights, false, u.weights, dnnl_query_weights_md, 0),
+        (scaleArg, false, scaleMD, dnnl_query_exec_arg_md, Int(scaleArg)),
+        (residualArg, false, u.dst, dnnl_query_exec_arg_md, Int(residualArg)),
+        (senet_arg_dst, true, u.dst, dnnl_query_dst_md, 0)]
+    if key.bias { args.insert((senet_arg_bias, false, u.bias, dnnl_query_weights_md, 1), at: 2) }
+    return DNNLPlan(pd: pd, args: args)
+}
+
+/// out = max(scale[n, o] · (conv(inp) + bias[o]) + residual, 0): the last convolution of an SE
+/// residual block with the SE scale, the residual add and the ReLU in its epilogue (oneDNN
+/// post-ops: a binary multiply by the image's excitations, a binary add of the residual, a ReLU),
+/// so the block's output is written once and the map before the scale never exists. `scale` is
+/// N×O (plain), `residual` has the output's shape and layout (`outBlock`). oneDNN 2.6 broadcasts
+/// such an operand over one image only (1×O×1×1; N×O×1×1 falls to its reference kernel), so a
+/// batch runs image by image through the one-image plan. Returns false, having written nothing,
+/// when oneDNN has no non-reference kernel for the chain (then compose the ops instead).
+public func conv2dForwardScaleAddReLU(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
+                                      weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                                      scale: UnsafePointer<Float>, residual: UnsafePointer<Float>, _ s: Conv2DShape,
+                                      inpBlock: Int = 1, outBlock: Int = 1, constantWeights: ConstantWeights? = nil) -> Bool {
+    guard s.c % inpBlock == 0, s.o % outBlock == 0 else { return false }
+    var one = s
+    one.n = 1
+    let key = ConvKey(shape: one, pass: .forward, bias: bias != nil, srcBlock: inpBlock, dstBlock: outBlock,
+                      constantWeights: constantWeights != nil)
+    let plan: DNNLPlan? = scaleAddReLUPlans.withLock {
+        if let known = scaleAddReLUPlanTable[key] { return known }
+        let made = makeScaleAddReLUPlan(key)
+        scaleAddReLUPlanTable[key] = made
+        if convDebug {
+            FileHandle.standardError.write(Data("conv2d \(one) scale+add+relu epilogue: \(made?.impl ?? "none")\n".utf8))
+        }
+        return made
+    }
+    guard let plan else { return false }
+    let (inStride, outStride) = (s.c * s.h * s.w, s.o * s.ho * s.wo)
+    for i in 0..<s.n {
+        var ptrs = [UnsafeMutableRawPointer(mutating: inp + i * inStride), UnsafeMutableRawPointer(mutating: weight)]
+        if let b = bias { ptrs.append(UnsafeMutableRawPointer(mutating: b)) }
+        ptrs += [UnsafeMutableRawPointer(mutating: scale + i * s.o), UnsafeMutableRawPointer(mutating: residual + i * outStride),
+                 UnsafeMutableRawPointer(out + i * outStride)]
+        if let profile = ConvProfile.shared {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            plan.execute(ptrs, constant: constantWeights)
+            profile.add(key, plan.impl + " +scale+add+relu", DispatchTime.now().uptimeNanoseconds - t0)
+        } else {
+            plan.execute(ptrs, constant: constantWeights)
+        }
+    }
+    return true
+}
+
+/// The oneDNN implementation of `conv2dForwardScaleAddReLU`'s one-image plan for `shape` (its
+/// batch size aside), or nil when that has not run or has no fast kernel (diagnostics, tests).
+public func conv2dScaleAddReLUImplementation(_ shape: Conv2DShape, bias: Bool = true, inpBlock: Int = 1, outBlock: Int = 1,
+                                             constantWeights: Bool = true) -> String? {
+    var one = shape
+    one.n = 1
+    let key = ConvKey(shape: one, pass: .forward, bias: bias, srcBlock: inpBlock, dstBlock: outBlock,
+                      constantWeights: constantWeights)
+    return scaleAddReLUPlans.withLock { scaleAddReLUPlanTable[key] ?? nil }?.impl
+}

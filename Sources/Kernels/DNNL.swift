@@ -83,10 +83,13 @@ func implName(_ pd: dnnl_primitive_desc_t) -> String {
 /// Creates the first non-reference primitive descriptor for an op descriptor, or nil when only
 /// reference implementations exist. Debian's 2.6.3 has no AVX2 kernel for some layouts (NHWC f32)
 /// and silently falls back to "ref:any", ~10^5x slower: we never run those.
-func firstFastPD(_ opDesc: UnsafeRawPointer, hint: dnnl_primitive_desc_t?, relu: Bool = false) -> dnnl_primitive_desc_t? {
+/// `attr` replaces the runtime's attributes (for other post-op chains; it must ask for a user
+/// scratchpad too, see `DNNLRuntime.makeAttr`).
+func firstFastPD(_ opDesc: UnsafeRawPointer, hint: dnnl_primitive_desc_t?, relu: Bool = false,
+                 attr: dnnl_primitive_attr_t? = nil) -> dnnl_primitive_desc_t? {
     let rt = DNNLRuntime.shared
     var it: dnnl_primitive_desc_iterator_t?
-    let status = dnnl_primitive_desc_iterator_create(&it, opDesc, relu ? rt.reluAttr : rt.attr, rt.engine, hint)
+    let status = dnnl_primitive_desc_iterator_create(&it, opDesc, attr ?? (relu ? rt.reluAttr : rt.attr), rt.engine, hint)
     guard status == dnnl_success, let iter = it else { return nil }
     defer { dnnl_primitive_desc_iterator_destroy(iter) }
     repeat {

@@ -196,6 +196,12 @@ public final class ResidualBlock: Module {
         let input = placement == .pre ? (se?(x) ?? x) : x
         var h = bn1(conv1(input), relu: true)
         h = bn2(conv2(h), relu: reluAfterBN2 || conv3 != nil)
+        if placement == .standard, let se, let conv3, let bn3, InferenceEngine.fusesBlockEnd(conv3, bn3, se) {
+            // Inside an inference engine: SE scale, residual add and ReLU in conv3's epilogue.
+            let shortcut = downsample?(x) ?? x
+            return InferenceEngine.seBlockEnd(conv3, se, input: h, residual: shortcut)
+                ?? se.scaledAddReLU(bn3(conv3(h)), residual: shortcut)
+        }
         if let conv3, let bn3 {
             if placement == .after3x3, let se { h = se(h) }
             h = bn3(conv3(h))

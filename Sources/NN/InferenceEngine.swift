@@ -6,7 +6,9 @@
 // - every ReLU that directly follows such a convolution (or a convolution without BatchNorm)
 //   computed in the convolution's epilogue (a oneDNN post-op, or the GEMM/Winograd output pass),
 //   the ReLU call itself then returning its already rectified input;
-// - SE scale + residual add + ReLU in one pass where the blocks ask for it (`isFusing`);
+// - SE scale + residual add + ReLU in one pass where the blocks ask for it (`isFusing`), and in
+//   the epilogue of the block's last convolution where that is a 1×1 convolution
+//   (`seBlockEnd`: the squeeze then comes from the pooled input of that convolution);
 // - each folded weight converted once to the layout its convolution kernel reads (oneDNN's
 //   blocked weights, or its Winograd-transformed ones for `forward_inference`) and kept, instead
 //   of converted at every call (`ConstantWeights`).
@@ -169,6 +171,40 @@ public final class InferenceEngine: @unchecked Sendable {
     static func isAbsorbed(_ bn: BatchNorm2d) -> Bool {
         guard let e = active, !bn.isTraining else { return false }
         return e.absorbed.contains(ObjectIdentifier(bn))
+    }
+
+    /// SENET_SE_EPILOGUE=0 keeps the SE scale, residual add and ReLU as their own pass after the
+    /// block's last convolution (for comparisons).
+    private static let seEpilogue = ProcessInfo.processInfo.environment["SENET_SE_EPILOGUE"] != "0"
+    private static let seEpilogueEverywhere = ProcessInfo.processInfo.environment["SENET_SE_EPILOGUE"] == "all"
+
+    /// Whether an engine runs `conv` (1×1, stride 1, no padding, its BatchNorm `bn` folded in)
+    /// followed by `se` (average squeeze) such that `seBlockEnd` may compute the block's end.
+    public static func fusesBlockEnd(_ conv: Conv2d, _ bn: BatchNorm2d, _ se: SqueezeExcitation) -> Bool {
+        guard seEpilogue, let e = active, tracer == nil, !conv.isTraining, !se.isTraining,
+              ActivationCapture.current == nil, LayerRecorder.current == nil,
+              se.config.squeeze == .average, e.absorbed.contains(ObjectIdentifier(bn)), e.folded[ObjectIdentifier(conv)] != nil,
+              conv.weight.shape[2] == 1, conv.weight.shape[3] == 1, conv.groups == 1,
+              conv.stride == (1, 1), conv.padding == (0, 0), conv.dilation == (1, 1) else { return false }
+        return true
+    }
+
+    /// relu(se(bn(conv(x))) + residual) with the SE scale, the residual add and the ReLU in the
+    /// convolution's epilogue, or nil where that kernel is not available (compose the ops then).
+    /// The squeeze needs the convolution's output before the convolution has run; for a 1×1
+    /// convolution with stride 1 it does not: the spatial mean of W·x + b is W·mean(x) + b, so the
+    /// squeeze is the folded convolution applied to the pooled input, a product of the weights
+    /// with one vector per image, and the pass that averaged the block's (four times wider)
+    /// output is gone too. Call only where `fusesBlockEnd` holds.
+    public static func seBlockEnd(_ conv: Conv2d, _ se: SqueezeExcitation, input x: Tensor, residual: Tensor) -> Tensor? {
+        // The squeeze's product reads the C×O weights once per call, the passes it replaces about
+        // four N·H·W×O maps: it pays where N·H·W exceeds C (measured, SE-ResNet-50 at batch 1:
+        // a loss on the 14² and 7² stages, a gain on 56² and 28²).
+        guard x.rank == 4, x.shape[0] * x.shape[2] * x.shape[3] >= x.shape[1] || seEpilogueEverywhere,
+              let f = foldedParameters(conv) else { return nil }
+        let z = conv2d(globalAvgPool2d(x), weight: f.weight, bias: f.bias)
+        let s = se.excitation(squeezed: z)
+        return conv2dScaleAddReLU(x, weight: f.weight, bias: f.bias, scale: s, residual: residual, constantWeights: f.converted)
     }
 
     static func trace(_ m: Module, input: Tensor, output: Tensor) {

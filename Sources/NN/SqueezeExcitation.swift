@@ -94,6 +94,11 @@ public final class SqueezeExcitation: Module {
         case .max: z = globalMaxPool2d(x)
         case .averagePlusMax: z = globalAvgPool2d(x) + globalMaxPool2d(x)
         }
+        return excitation(squeezed: z)
+    }
+
+    /// The excitation vector s [N, C, 1, 1] for the squeezed input z [N, C, 1, 1].
+    public func excitation(squeezed z: Tensor) -> Tensor {
         let h = fc2(relu(fc1(z)))
         switch config.gate {
         case .sigmoid: return sigmoid(h)

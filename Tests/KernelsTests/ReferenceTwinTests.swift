@@ -71,6 +71,40 @@ private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         expectClose(db, ref.dbias, rtol: 1e-4, atol: 1e-5, "\(label) dbias")
     }
 
+    /// The SE block's end in the convolution's epilogue: relu(scale[n, o] · (conv + bias) +
+    /// residual), on plain and channel-blocked activations, against the reference convolution
+    /// followed by the three elementwise steps. The machine's own block must have a fast kernel.
+    @Test(arguments: [Conv2DShape(n: 1, c: 32, h: 14, w: 14, o: 64, kh: 1, kw: 1),
+                      Conv2DShape(n: 3, c: 16, h: 9, w: 7, o: 32, kh: 1, kw: 1),
+                      Conv2DShape(n: 2, c: 16, h: 10, w: 10, o: 32, kh: 3, kw: 3, ph: 1, pw: 1)])
+    func convScaleAddReLU(_ s: Conv2DShape) {
+        let x = randoms(s.inputCount, seed: 41)
+        let w = randoms(s.weightCount, seed: 42, scale: 1 / Float(s.c * s.kh * s.kw).squareRoot())
+        let b = randoms(s.o, seed: 43), scale = randoms(s.n * s.o, seed: 44, scale: 0.5, offset: 0.5)
+        let r = randoms(s.outputCount, seed: 45)
+        let plane = s.ho * s.wo
+        for bias in [true, false] {
+            let conv = Reference.conv2dForward(inp: x, weight: w, bias: bias ? b : nil, s)
+            let expected = conv.indices.map { i in max(scale[i / plane] * conv[i] + r[i], 0) }
+            for block in Set([1, 8, 16, activationBlock]) {
+                let label = "\(s) block \(block) bias \(bias)"
+                func blocked(_ v: [Float], _ c: Int, _ p: Int) -> [Float] {
+                    block == 1 ? v : Reference.channelBlocked(v, n: s.n, c: c, s: p, block: block)
+                }
+                var y = nans(s.outputCount)
+                let ran = conv2dForwardScaleAddReLU(out: &y, inp: blocked(x, s.c, s.h * s.w), weight: w, bias: bias ? b : nil,
+                                                    scale: scale, residual: blocked(r, s.o, plane), s,
+                                                    inpBlock: block, outBlock: block)
+                if block == activationBlock && activationBlock > 1 && s.kh == 1 {
+                    #expect(ran, "\(label): no fast kernel on the machine's own layout")
+                }
+                guard ran else { continue }
+                let out = block == 1 ? y : Reference.fromChannelBlocked(y, n: s.n, c: s.o, s: plane, block: block)
+                expectClose(out, expected, rtol: 1e-4, atol: 1e-5, label)
+            }
+        }
+    }
+
     // MARK: Linear
 
     @Test(arguments: [(8, 300, 70), (1, 2048, 10), (32, 64, 1000), (3, 5, 7)])

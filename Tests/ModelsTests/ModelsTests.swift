@@ -3,6 +3,7 @@
 // complexity tables. Tests are generated from the registry.
 
 import Foundation
+import Kernels
 import Models
 import NN
 import Testing
@@ -277,6 +278,18 @@ final class ReLUAndBypass: Module {
     }
 }
 
+/// Running statistics away from PyTorch's initial (0, 1), so that folding BatchNorm changes the
+/// weights; the model is left in evaluation mode.
+private func randomizeRunningStatistics(_ model: Module, seed start: UInt64) {
+    var seed = start
+    for (key, p) in model.namedParameters() where key.hasSuffix("running_mean") || key.hasSuffix("running_var") {
+        seed += 1
+        p.value = key.hasSuffix("running_var") ? Tensor.randomUniform(p.shape, low: 0.5, high: 2, seed: seed)
+                                               : Tensor.randomUniform(p.shape, low: -0.5, high: 0.5, seed: seed)
+    }
+    model.eval()
+}
+
 @Suite struct InferenceEngineTests {
     @Test func reluFusionIsDroppedWhenTheConvolutionHasAnotherReader() {
         let model = ReLUAndBypass()
@@ -294,18 +307,34 @@ final class ReLUAndBypass: Module {
         #expect(engine.foldedCount == 1)
     }
 
+    /// SE-ResNet-50's blocks end in their last convolution's epilogue under an engine (SE scale,
+    /// residual add and ReLU as post-ops, the squeeze from the pooled input of that 1×1
+    /// convolution): at 96×96 and batch 2 the 24² and 12² stages take that path, and the logits
+    /// still match the unfused model's (against running statistics that make BN folding matter).
+    @Test func seBlockEndInTheEpilogueMatchesTheUnfusedModel() throws {
+        let model = try ModelRegistry.create("seresnet50", ModelOptions(numClasses: 10))
+        randomizeRunningStatistics(model, seed: 90)
+        let x = Tensor.randomNormal([2, 3, 96, 96], seed: 91)
+        let reference = withoutGradients { model(x) }
+        let engine = InferenceEngine(model)
+        for _ in 0..<2 {
+            let fused = engine(x)
+            let scale = reference.scalars.map(abs).max() ?? 1
+            let worst = zip(fused.scalars, reference.scalars).map { abs($0 - $1) }.max() ?? 0
+            #expect(worst <= 1e-4 * scale, "logits differ by \(worst) (largest \(scale))")
+        }
+        #expect(engine.foldedCount > 0)
+        let epilogue = Conv2DShape(n: 1, c: 64, h: 24, w: 24, o: 256, kh: 1, kw: 1)
+        #expect(conv2dScaleAddReLUImplementation(epilogue, inpBlock: activationBlock, outBlock: activationBlock) != nil,
+                "the first stage's blocks did not end in the epilogue")
+    }
+
     /// After its first call an engine meets new batch sizes and input sizes (new convolution
     /// shapes, tuned then with the folded weights it already holds) and still gives the unfused
     /// model's logits.
     @Test func laterCallsWithOtherShapes() throws {
         let model = try ModelRegistry.create("seresnet20", ModelOptions(numClasses: 10))
-        var seed: UInt64 = 60
-        for (key, p) in model.namedParameters() where key.hasSuffix("running_mean") || key.hasSuffix("running_var") {
-            seed += 1
-            p.value = key.hasSuffix("running_var") ? Tensor.randomUniform(p.shape, low: 0.5, high: 2, seed: seed)
-                                                   : Tensor.randomUniform(p.shape, low: -0.5, high: 0.5, seed: seed)
-        }
-        model.eval()
+        randomizeRunningStatistics(model, seed: 60)
         let engine = InferenceEngine(model)
         for (i, (n, side)) in [(2, 32), (5, 32), (1, 32), (3, 40), (1, 17), (2, 32)].enumerated() {
             let x = Tensor.randomNormal([n, 3, side, side], seed: UInt64(70 + i))

@@ -35,10 +35,10 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: (In
     convolve(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups, relu: false)
 }
 
-private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, Int), padding: (Int, Int),
-                      dilation: (Int, Int), groups: Int, relu: Bool,
-                      constantWeights: ConstantWeights? = nil) -> Tensor {
-    let op = "conv2d"
+/// The geometry of conv(x, weight), after checking the shapes (the messages name `op` and both
+/// shapes).
+private func convolutionShape(_ op: String, _ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, Int), padding: (Int, Int),
+                              dilation: (Int, Int), groups: Int) -> Conv2DShape {
     if x.rank != 4 || weight.rank != 4 {
         shapeFailure(op, "input \(x.shape) and weight \(weight.shape) must both be 4-D (N×C×H×W, O×C/groups×kh×kw)")
     }
@@ -55,19 +55,33 @@ private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, 
     if s.ho < 1 || s.wo < 1 {
         shapeFailure(op, "input \(x.shape) is smaller than the dilated kernel of weight \(weight.shape) with padding \(padding)")
     }
+    return s
+}
+
+/// The layout a convolution writes: channel-blocked when the input was, or when the input is an
+/// image (≤ 4 channels: the network's stem), so that activations stay blocked from layer to layer
+/// — for a map (not N×O×1×1) with whole blocks of output channels. (Grouped convolutions whose
+/// groups are narrower than a block have no blocked oneDNN kernel: their plan reorders at its
+/// edges, and the layers around them stay blocked.)
+private func convolutionOutputBlock(_ x: Tensor, _ s: Conv2DShape) -> Int {
+    let block = ActivationLayout.current == .nchw ? 1 : activationBlock
+    return block > 1 && s.o % block == 0 && s.ho * s.wo > 1 && (x.channelBlock > 1 || s.c <= 4) ? block : 1
+}
+
+private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, Int), padding: (Int, Int),
+                      dilation: (Int, Int), groups: Int, relu: Bool,
+                      constantWeights: ConstantWeights? = nil) -> Tensor {
+    let s = convolutionShape("conv2d", x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation,
+                             groups: groups)
+    let (n, c, h, w, o) = (s.n, s.c, s.h, s.w, s.o)
     // Batch-invariant mode: one image at a time (oneDNN's kernel choice can depend on N).
     let invariant = batchInvariantReductions && n > 1
     var one = s
     one.n = 1
     let (inStride, outStride) = (c * h * w, o * s.ho * s.wo)
-    // Layouts: a channel-blocked input is read as it is; the output (a map, not N×O×1×1) is
-    // channel-blocked when the input was, or when the input is an image (≤ 4 channels: the
-    // network's stem), so that activations stay blocked from layer to layer. (Grouped convolutions
-    // whose groups are narrower than a block have no blocked oneDNN kernel: their plan reorders at
-    // its edges, and the layers around them stay blocked.)
-    let block = ActivationLayout.current == .nchw ? 1 : activationBlock
+    // Layouts: a channel-blocked input is read as it is (see `convolutionOutputBlock`).
     let inBlock = x.channelBlock
-    let outBlock = block > 1 && o % block == 0 && s.ho * s.wo > 1 && (inBlock > 1 || c <= 4) ? block : 1
+    let outBlock = convolutionOutputBlock(x, s)
     var out = Tensor(uninitializedShape: [n, o, s.ho, s.wo], channelBlock: outBlock)
     out.withUnsafeMutableStorage { po in
         x.withUnsafeStorage { px in
@@ -157,6 +171,46 @@ private func convolve(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, 
         }
         return need.count > 2 ? [dx, dw, db] : [dx, dw]
     }
+    return out
+}
+
+/// relu(scale ⊙ (conv(x) + bias) + residual) in one convolution pass, the end of an SE residual
+/// block (the inference engine's fusion): `scale` is N×O×1×1 (the block's excitations), `residual`
+/// has the output's shape and is read in the layout the convolution writes. Forward only, and only
+/// outside gradient recording. Returns nil where it does not apply — gradients recorded, a
+/// residual in another layout, or no fast oneDNN kernel for the chain — and the caller composes the
+/// ops instead.
+public func conv2dScaleAddReLU(_ x: Tensor, weight: Tensor, bias: Tensor?, scale: Tensor, residual: Tensor,
+                               stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1),
+                               groups: Int = 1, constantWeights: ConstantWeights? = nil) -> Tensor? {
+    let op = "conv2dScaleAddReLU"
+    let s = convolutionShape(op, x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
+    if scale.shape != [s.n, s.o, 1, 1] {
+        shapeFailure(op, "scale \(scale.shape) does not match the output [\(s.n), \(s.o), \(s.ho), \(s.wo)] (expected [\(s.n), \(s.o), 1, 1])")
+    }
+    if residual.shape != [s.n, s.o, s.ho, s.wo] {
+        shapeFailure(op, "residual \(residual.shape) does not match the output [\(s.n), \(s.o), \(s.ho), \(s.wo)]")
+    }
+    guard !GradientTape.isRecording(x, weight, bias ?? weight), !GradientTape.isRecording(scale, residual, residual) else { return nil }
+    let outBlock = convolutionOutputBlock(x, s)
+    guard residual.channelBlock == outBlock, scale.channelBlock == 1 else { return nil }
+    var out = Tensor(uninitializedShape: [s.n, s.o, s.ho, s.wo], channelBlock: outBlock)
+    let done = out.withUnsafeMutableStorage { po in
+        x.withUnsafeStorage { px in
+            weight.withUnsafePointer { pw in
+                optionalPointer(bias) { pb in
+                    scale.withUnsafeStorage { ps in
+                        residual.withUnsafeStorage { pr in
+                            conv2dForwardScaleAddReLU(out: po, inp: px, weight: pw, bias: pb, scale: ps, residual: pr, s,
+                                                      inpBlock: x.channelBlock, outBlock: outBlock, constantWeights: constantWeights)
+                        }
+                    }
+                }
+            }
+        }
+    }
+    guard done else { return nil }
+    out.isRectified = true
     return out
 }
 
