@@ -19,6 +19,15 @@ struct ShapeErrorTests {
         #expect(e.contains("conv2d") && e.contains("[1, 3, 8, 8]") && e.contains("[4, 5, 3, 3]"), "\(e)")
     }
 
+    @Test func conv2dScaleAddReLUNamesBothShapes() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = conv2dScaleAddReLU(Tensor.zeros([2, 4, 6, 6]), weight: Tensor.zeros([8, 4, 1, 1]), bias: nil,
+                                   scale: Tensor.zeros([2, 8, 1, 1]), residual: Tensor.zeros([2, 8, 5, 6]))
+        }
+        let e = Self.stderr(r)
+        #expect(e.contains("conv2dScaleAddReLU") && e.contains("[2, 8, 5, 6]") && e.contains("[2, 8, 6, 6]"), "\(e)")
+    }
+
     @Test func matmulNamesBothShapes() async {
         let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             _ = matmul(Tensor.zeros([2, 3]), Tensor.zeros([4, 5]))
