@@ -594,18 +594,13 @@ private func makeScaleAddReLUPlan(_ key: ConvKey) -> DNNLPlan? {
     d.src = u.src
     d.dst = u.dst
     let scaleMD = makeMD([1, s.o, 1, 1], dnnl_nchw)
-    var attr: dnnl_primitive_attr_t?
-    var ops: dnnl_post_ops_t?
-    dnnlCheck(dnnl_primitive_attr_create(&attr), "dnnl_primitive_attr_create")
+    let attr = DNNLRuntime.makeAttr { ops in
+        var (m, r) = (scaleMD, u.dst)
+        dnnlCheck(dnnl_post_ops_append_binary(ops, dnnl_binary_mul, &m), "post-op binary mul")
+        dnnlCheck(dnnl_post_ops_append_binary(ops, dnnl_binary_add, &r), "post-op binary add")
+        dnnlCheck(dnnl_post_ops_append_eltwise(ops, 1, dnnl_eltwise_relu, 0, 0), "post-op relu")
+    }
     defer { dnnl_primitive_attr_destroy(attr) }
-    dnnlCheck(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "set_scratchpad_mode")
-    dnnlCheck(dnnl_post_ops_create(&ops), "dnnl_post_ops_create")
-    defer { dnnl_post_ops_destroy(ops) }
-    var (m, r) = (scaleMD, u.dst)
-    dnnlCheck(dnnl_post_ops_append_binary(ops, dnnl_binary_mul, &m), "post-op binary mul")
-    dnnlCheck(dnnl_post_ops_append_binary(ops, dnnl_binary_add, &r), "post-op binary add")
-    dnnlCheck(dnnl_post_ops_append_eltwise(ops, 1, dnnl_eltwise_relu, 0, 0), "post-op relu")
-    dnnlCheck(dnnl_primitive_attr_set_post_ops(attr, ops), "dnnl_primitive_attr_set_post_ops")
     var desc = dnnl_convolution_desc_t()
     let strides: [Int64] = [Int64(s.sh), Int64(s.sw)]
     let dil: [Int64] = [Int64(s.dh - 1), Int64(s.dw - 1)]

@@ -37,22 +37,27 @@ final class DNNLRuntime: @unchecked Sendable {
     /// The same plus a ReLU post-op: the primitive writes max(result, 0) (inference fusion).
     let reluAttr: dnnl_primitive_attr_t
 
-    private init() {
-        func makeAttr(relu: Bool) -> dnnl_primitive_attr_t {
-            var a: dnnl_primitive_attr_t?
-            dnnlCheck(dnnl_primitive_attr_create(&a), "dnnl_primitive_attr_create")
-            dnnlCheck(dnnl_primitive_attr_set_scratchpad_mode(a, dnnl_scratchpad_mode_user), "set_scratchpad_mode")
-            if relu {
-                var ops: dnnl_post_ops_t?
-                dnnlCheck(dnnl_post_ops_create(&ops), "dnnl_post_ops_create")
-                dnnlCheck(dnnl_post_ops_append_eltwise(ops, 1, dnnl_eltwise_relu, 0, 0), "dnnl_post_ops_append_eltwise")
-                dnnlCheck(dnnl_primitive_attr_set_post_ops(a, ops), "dnnl_primitive_attr_set_post_ops")
-                dnnl_post_ops_destroy(ops)
-            }
-            return a!
+    /// New attributes with a user scratchpad and the post-ops `postOps` appends, if any (the
+    /// caller destroys them with `dnnl_primitive_attr_destroy`).
+    static func makeAttr(postOps: ((dnnl_post_ops_t?) -> Void)? = nil) -> dnnl_primitive_attr_t {
+        var a: dnnl_primitive_attr_t?
+        dnnlCheck(dnnl_primitive_attr_create(&a), "dnnl_primitive_attr_create")
+        dnnlCheck(dnnl_primitive_attr_set_scratchpad_mode(a, dnnl_scratchpad_mode_user), "set_scratchpad_mode")
+        if let postOps {
+            var ops: dnnl_post_ops_t?
+            dnnlCheck(dnnl_post_ops_create(&ops), "dnnl_post_ops_create")
+            postOps(ops)
+            dnnlCheck(dnnl_primitive_attr_set_post_ops(a, ops), "dnnl_primitive_attr_set_post_ops")
+            dnnl_post_ops_destroy(ops)
         }
-        attr = makeAttr(relu: false)
-        reluAttr = makeAttr(relu: true)
+        return a!
+    }
+
+    private init() {
+        attr = DNNLRuntime.makeAttr()
+        reluAttr = DNNLRuntime.makeAttr {
+            dnnlCheck(dnnl_post_ops_append_eltwise($0, 1, dnnl_eltwise_relu, 0, 0), "dnnl_post_ops_append_eltwise")
+        }
         var e: dnnl_engine_t?
         dnnlCheck(dnnl_engine_create(&e, dnnl_cpu, 0), "dnnl_engine_create")
         engine = e!
