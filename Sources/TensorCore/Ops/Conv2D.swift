@@ -191,7 +191,7 @@ public func conv2dScaleAddReLU(_ x: Tensor, weight: Tensor, bias: Tensor?, scale
     if residual.shape != [s.n, s.o, s.ho, s.wo] {
         shapeFailure(op, "residual \(residual.shape) does not match the output [\(s.n), \(s.o), \(s.ho), \(s.wo)]")
     }
-    guard !GradientTape.isRecording(x, weight, bias ?? weight), !GradientTape.isRecording(scale, residual, residual) else { return nil }
+    guard !GradientTape.isRecording(x, weight, bias ?? weight, scale, residual) else { return nil }
     let outBlock = convolutionOutputBlock(x, s)
     guard residual.channelBlock == outBlock, scale.channelBlock == 1 else { return nil }
     var out = Tensor(uninitializedShape: [s.n, s.o, s.ho, s.wo], channelBlock: outBlock)
