@@ -95,6 +95,10 @@ public func setConvSelection(_ mode: ConvSelection) { convSelectionMode = mode }
 /// SENET_CONV_WINOGRAD=0 leaves oneDNN's Winograd F(4×4, 3×3) out of the candidates.
 private let oneDNNWinograd = ProcessInfo.processInfo.environment["SENET_CONV_WINOGRAD"] != "0"
 
+/// SENET_CONV_TUNE=cold times one run per candidate and round, right after the other candidates'
+/// runs (the tuning before session 11), instead of two runs in a row (see `convPlan`).
+private let tuneWarm = ProcessInfo.processInfo.environment["SENET_CONV_TUNE"] != "cold"
+
 /// SENET_CONV_CHUNKS=0 leaves the sub-batch plans (BatchChunkPlan) out of the candidates.
 private let convChunks = ProcessInfo.processInfo.environment["SENET_CONV_CHUNKS"] != "0"
 
@@ -261,16 +265,22 @@ func convPlan(_ key: ConvKey, _ pointers: [UnsafeMutableRawPointer], constant: C
         // each keeps its fastest run, the estimate least disturbed by other work. At least five
         // rounds, and more (up to 25) while the rounds have lasted under 60 ms: on a shared
         // machine five runs of a sub-millisecond kernel can all land in one burst of other work
-        // (a 1.4 ms GEMM once lost to a 2.2 ms blocked kernel that way).
+        // (a 1.4 ms GEMM once lost to a 2.2 ms blocked kernel that way). Each visit times two
+        // runs in a row: a single run right after the other candidates found a candidate that
+        // converts 9.4 MB of weights with them evicted (0.6–0.85 ms for a conversion of 0.25 when
+        // run again), and `512x7-512-k3s1` at batch 1 kept the 1.5 ms GEMM convolution over the
+        // 1.1 ms blocked one. The first run of a visit is the sample the single-run rounds took.
         for p in candidates { p.execute(pointers, constant: constant); p.execute(pointers, constant: constant) }
         var fastest = [Double](repeating: .infinity, count: candidates.count)
         let start = DispatchTime.now().uptimeNanoseconds
         for round in 0..<25 {
             if round >= 5 && DispatchTime.now().uptimeNanoseconds - start > 60_000_000 { break }
             for (i, p) in candidates.enumerated() {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                p.execute(pointers, constant: constant)
-                fastest[i] = min(fastest[i], Double(DispatchTime.now().uptimeNanoseconds - t0))
+                for _ in 0..<(tuneWarm ? 2 : 1) {
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    p.execute(pointers, constant: constant)
+                    fastest[i] = min(fastest[i], Double(DispatchTime.now().uptimeNanoseconds - t0))
+                }
             }
         }
         best = candidates[fastest.indices.min { fastest[$0] < fastest[$1] }!]
