@@ -457,23 +457,54 @@ final class BatchChunkPlan: KernelPlan {
 final class Gemm1x1Plan: KernelPlan {
     let key: ConvKey
     var impl: String { group > 1 ? "gemm1x1:dnnl_sgemm (\(group) images per product)" : "gemm1x1:dnnl_sgemm" }
-    private let strided: Bool
+    private let planes: PlaneMap
     private let scratch: UnsafeMutablePointer<Float>?
 
-    /// Backward-weights with small maps (under 512 output pixels): `group` images' dY and X̂ are
-    /// packed side by side (O + C rows of group·Ho·Wo), so that one GEMM with k = group·Ho·Wo
-    /// replaces `group` GEMMs with k = Ho·Wo, each of which reads and writes all of dW (a 7×7
-    /// map gives k = 49, and 2048×1024 weights are 8 MB).
+    /// Small maps (under 512 output pixels): `group` images are packed side by side (O + C rows
+    /// of group·Ho·Wo), so that one GEMM spans them all. Backward-weights: one GEMM with
+    /// k = group·Ho·Wo replaces `group` GEMMs with k = Ho·Wo, each of which reads and writes all
+    /// of dW (a 7×7 map gives k = 49, and 2048×1024 weights are 8 MB). Forward and backward-data:
+    /// one GEMM with n = group·Ho·Wo columns instead of `group` with 49 or 196, which fill the
+    /// vector lanes and the cores poorly (148–203 GFLOP/s against 212–227 here, 7² and 14² maps
+    /// at batch 16) and each read all of W; at 1×1 maps (an SE block's FCs) every per-image
+    /// product is a matrix-vector product.
     private let group: Int
     private let packed: UnsafeMutablePointer<Float>?
+
+    /// How an input plane maps to its subsampled one: a value, so that the parallel loops below
+    /// capture no reference to the plan.
+    private struct PlaneMap {
+        let h, w, ho, wo, sh, sw: Int
+        var strided: Bool { sh != 1 || sw != 1 }
+
+        /// One input plane subsampled by the stride (copied when the stride is 1).
+        func gather(_ plane: UnsafePointer<Float>, into sub: UnsafeMutablePointer<Float>) {
+            if !strided { sub.update(from: plane, count: h * w); return }
+            for oy in 0..<ho {
+                let row = plane + oy * sh * w, srow = sub + oy * wo
+                for ox in 0..<wo { srow[ox] = row[ox * sw] }
+            }
+        }
+
+        /// The reverse: a subsampled plane written back into a full one, the cells the stride
+        /// skips zeroed.
+        func scatter(_ sub: UnsafePointer<Float>, into plane: UnsafeMutablePointer<Float>) {
+            if !strided { plane.update(from: sub, count: h * w); return }
+            plane.update(repeating: 0, count: h * w)
+            for oy in 0..<ho {
+                let row = plane + oy * sh * w, srow = sub + oy * wo
+                for ox in 0..<wo { row[ox * sw] = srow[ox] }
+            }
+        }
+    }
 
     init(_ key: ConvKey) {
         self.key = key
         let s = key.shape
-        strided = s.sh != 1 || s.sw != 1
-        scratch = strided ? .allocate(capacity: s.c * s.ho * s.wo) : nil
+        planes = PlaneMap(h: s.h, w: s.w, ho: s.ho, wo: s.wo, sh: s.sh, sw: s.sw)
+        scratch = planes.strided ? .allocate(capacity: s.c * s.ho * s.wo) : nil
         let hw = s.ho * s.wo
-        group = key.pass == .backwardWeights && hw < 512 ? min(s.n, max(1, 1024 / hw)) : 1
+        group = hw < 512 ? min(s.n, max(1, 1024 / hw)) : 1
         packed = group > 1 ? .allocate(capacity: (s.o + s.c) * group * hw) : nil
     }
 
@@ -482,36 +513,37 @@ final class Gemm1x1Plan: KernelPlan {
         packed?.deallocate()
     }
 
-    /// One input plane subsampled by the stride (copied when the stride is 1).
-    private func gatherPlane(_ plane: UnsafePointer<Float>, into sub: UnsafeMutablePointer<Float>) {
-        let s = key.shape
-        if !strided { sub.update(from: plane, count: s.h * s.w); return }
-        for oy in 0..<s.ho {
-            let row = plane + oy * s.sh * s.w, srow = sub + oy * s.wo
-            for ox in 0..<s.wo { srow[ox] = row[ox * s.sw] }
-        }
-    }
-
     static func applies(_ key: ConvKey) -> Bool {
         let s = key.shape
         return s.kh == 1 && s.kw == 1 && s.ph == 0 && s.pw == 0 && s.groups == 1
     }
 
-    /// X̂ ← X[:, ::sh, ::sw] (C planes), or the reverse scatter (other cells zeroed).
-    private func gather(_ x: UnsafeMutablePointer<Float>, _ xs: UnsafeMutablePointer<Float>, scatter: Bool) {
-        let s = key.shape
-        let (ho, wo) = (s.ho, s.wo)
-        parallelRanges(s.c, costPerItem: s.h * s.w) { r in
+    /// X̂ ← X[:, ::sh, ::sw] (`count` planes), or the reverse scatter (other cells zeroed).
+    private func gather(_ x: UnsafeMutablePointer<Float>, _ xs: UnsafeMutablePointer<Float>, count: Int, scatter: Bool) {
+        let map = planes
+        let (size, subSize) = (map.h * map.w, map.ho * map.wo)
+        parallelRanges(count, costPerItem: size) { r in
             for ch in r {
-                let plane = x + ch * s.h * s.w, sub = xs + ch * ho * wo
-                guard scatter else { gatherPlane(plane, into: sub); continue }
-                plane.update(repeating: 0, count: s.h * s.w)
-                for oy in 0..<ho {
-                    let row = plane + oy * s.sh * s.w, srow = sub + oy * wo
-                    for ox in 0..<wo { row[ox * s.sw] = srow[ox] }
-                }
+                let plane = x + ch * size, sub = xs + ch * subSize
+                if scatter { map.scatter(sub, into: plane) } else { map.gather(plane, into: sub) }
             }
         }
+    }
+
+    /// body(row, j) for each of `rows` rows and each of `images` images, the rows split between
+    /// the threads (packing images side by side, or unpacking them).
+    private static func eachRow(_ rows: Int, images: Int, pixels: Int, _ body: (Int, Int) -> Void) {
+        parallelRanges(rows, costPerItem: images * pixels) { r in
+            for row in r {
+                for j in 0..<images { body(row, j) }
+            }
+        }
+    }
+
+    /// body(n0, g) for each group of g images from image n0 on (the last group may be smaller).
+    private func eachGroup(_ body: (Int, Int) -> Void) {
+        let n = key.shape.n
+        for n0 in stride(from: 0, to: n, by: group) { body(n0, min(group, n - n0)) }
     }
 
     func execute(_ p: [UnsafeMutableRawPointer]) {
@@ -520,32 +552,70 @@ final class Gemm1x1Plan: KernelPlan {
         defer { lock.unlock() }
         let s = key.shape
         let (c, o, hw, inHW) = (s.c, s.o, s.ho * s.wo, s.h * s.w)
+        let map = planes
         func f(_ i: Int) -> UnsafeMutablePointer<Float> { p[i].assumingMemoryBound(to: Float.self) }
         /// Image n of the (possibly subsampled) input.
         func input(_ x: UnsafeMutablePointer<Float>, _ n: Int) -> UnsafeMutablePointer<Float> {
             guard let scratch else { return x + n * c * inHW }
-            gather(x + n * c * inHW, scratch, scatter: false)
+            gather(x + n * c * inHW, scratch, count: c, scatter: false)
             return scratch
         }
         switch key.pass {
         case .forward:
             let (x, w, y) = (f(0), f(1), f(key.bias ? 3 : 2))
+            let bias: UnsafePointer<Float>? = key.bias ? UnsafePointer(f(2)) : nil
+            let relu = key.relu
+            if let packed {
+                // [Y_n0 … Y_nk] = W·[X̂_n0 … X̂_nk]; bias and ReLU as the images are unpacked.
+                let ld = group * hw
+                let xp = packed, yp = packed + c * ld
+                eachGroup { n0, g in
+                    Self.eachRow(c, images: g, pixels: hw) { ch, j in
+                        map.gather(x + ((n0 + j) * c + ch) * inHW, into: xp + ch * ld + j * hw)
+                    }
+                    sgemm(transA: false, transB: false, m: o, n: g * hw, k: c, a: w, lda: c, b: xp, ldb: ld,
+                          beta: 0, c: yp, ldc: ld)
+                    Self.eachRow(o, images: g, pixels: 2 * hw) { row, j in
+                        let dst = y + ((n0 + j) * o + row) * hw, src = yp + row * ld + j * hw
+                        if bias != nil || relu {
+                            affineSerial(dst, src, 1, bias?[row] ?? 0, hw, relu: relu)
+                        } else {
+                            dst.update(from: src, count: hw)
+                        }
+                    }
+                }
+                return
+            }
             for n in 0..<s.n {
                 let yn = y + n * o * hw
                 sgemm(transA: false, transB: false, m: o, n: hw, k: c, a: w, lda: c, b: input(x, n), ldb: hw,
                       beta: 0, c: yn, ldc: hw)
                 // Bias and ReLU while the image's output is still in cache.
-                if key.bias || key.relu {
-                    biasReLUPlanes(yn, bias: key.bias ? UnsafePointer(f(2)) : nil, relu: key.relu, planes: o, size: hw)
-                }
+                if bias != nil || relu { biasReLUPlanes(yn, bias: bias, relu: relu, planes: o, size: hw) }
             }
         case .backwardData:
             let (dy, w, dx) = (f(0), f(1), f(2))
+            if let packed {
+                // [dX̂_n0 … dX̂_nk] = Wᵀ·[dY_n0 … dY_nk], scattered back image by image.
+                let ld = group * hw
+                let dyp = packed, dxp = packed + o * ld
+                eachGroup { n0, g in
+                    Self.eachRow(o, images: g, pixels: hw) { row, j in
+                        (dyp + row * ld + j * hw).update(from: dy + ((n0 + j) * o + row) * hw, count: hw)
+                    }
+                    sgemm(transA: true, transB: false, m: c, n: g * hw, k: o, a: w, lda: c, b: dyp, ldb: ld,
+                          beta: 0, c: dxp, ldc: ld)
+                    Self.eachRow(c, images: g, pixels: inHW) { ch, j in
+                        map.scatter(dxp + ch * ld + j * hw, into: dx + ((n0 + j) * c + ch) * inHW)
+                    }
+                }
+                return
+            }
             for n in 0..<s.n {
                 let target = scratch ?? dx + n * c * inHW
                 sgemm(transA: true, transB: false, m: c, n: hw, k: o, a: w, lda: c, b: dy + n * o * hw, ldb: hw,
                       beta: 0, c: target, ldc: hw)
-                if let scratch { gather(dx + n * c * inHW, scratch, scatter: true) }
+                if let scratch { gather(dx + n * c * inHW, scratch, count: c, scatter: true) }
             }
         case .backwardWeights:
             let (x, dy, dw) = (f(0), f(1), f(2))
@@ -553,18 +623,13 @@ final class Gemm1x1Plan: KernelPlan {
                 // Images side by side along k: dW = [dY_n0 … dY_nk]·[X̂_n0 … X̂_nk]ᵀ per group.
                 let ld = group * hw
                 let a = packed, b = packed + o * ld
-                for n0 in stride(from: 0, to: s.n, by: group) {
-                    let g = min(group, s.n - n0)
-                    parallelRanges(o + c, costPerItem: g * hw) { r in
-                        for row in r {
-                            for j in 0..<g {
-                                if row < o {
-                                    (a + row * ld + j * hw).update(from: dy + ((n0 + j) * o + row) * hw, count: hw)
-                                } else {
-                                    let ch = row - o
-                                    gatherPlane(x + ((n0 + j) * c + ch) * inHW, into: b + ch * ld + j * hw)
-                                }
-                            }
+                eachGroup { n0, g in
+                    Self.eachRow(o + c, images: g, pixels: hw) { row, j in
+                        if row < o {
+                            (a + row * ld + j * hw).update(from: dy + ((n0 + j) * o + row) * hw, count: hw)
+                        } else {
+                            let ch = row - o
+                            map.gather(x + ((n0 + j) * c + ch) * inHW, into: b + ch * ld + j * hw)
                         }
                     }
                     sgemm(transA: false, transB: true, m: o, n: c, k: g * hw, a: a, lda: ld, b: b, ldb: ld,
