@@ -63,7 +63,9 @@ excitations:
 		--images-per-class 1000 --channels 0 --per-instance Sneaker --out runs/excitations
 
 ## bench: our convolution timings beside PyTorch's (same machine, same run), into docs/performance.md.
-## ROUNDS rounds alternate ours and PyTorch so that noise hits both; the table keeps medians.
+## ROUNDS rounds; within each, every shape is timed by us (NCHW, then blocked) and by PyTorch right
+## after one another, so that the machine's slow periods (minutes long) hit both sides alike; the
+## table keeps medians.
 ROUNDS ?= 3
 ## The machine's description in the tables: CPU model, widest vector extension, cores.
 MACHINE = $$(lscpu | sed -n 's/^Model name: *//p') ($$(grep -qw avx512f /proc/cpuinfo && echo AVX-512 || echo AVX2)), $$(nproc) cores
@@ -73,9 +75,11 @@ bench: deps $(BENCH_VENV)/ok
 	rm -f bench-out/ours.jsonl bench-out/torch.jsonl
 	for r in $$(seq $(ROUNDS)); do \
 		echo "round $$r/$(ROUNDS)" >&2; \
-		OMP_NUM_THREADS=2 .build-bench/release/senet-bench conv --json >> bench-out/ours.jsonl; \
-		OMP_NUM_THREADS=2 .build-bench/release/senet-bench conv --json --layout blocked >> bench-out/ours.jsonl; \
-		OMP_NUM_THREADS=2 $(BENCH_VENV)/bin/python Scripts/bench_torch.py --threads 2 --json >> bench-out/torch.jsonl; \
+		for id in $$($(BENCH_VENV)/bin/python Scripts/bench_torch.py --list); do \
+			OMP_NUM_THREADS=2 .build-bench/release/senet-bench conv --json --only $$id >> bench-out/ours.jsonl; \
+			OMP_NUM_THREADS=2 .build-bench/release/senet-bench conv --json --layout blocked --only $$id >> bench-out/ours.jsonl; \
+			OMP_NUM_THREADS=2 $(BENCH_VENV)/bin/python Scripts/bench_torch.py --threads 2 --json --only $$id >> bench-out/torch.jsonl; \
+		done; \
 	done
 	$(PYTHON) Scripts/perf_table.py bench-out/ours.jsonl bench-out/torch.jsonl --out docs/performance.md \
 		--machine "$(MACHINE), 2 threads"
