@@ -502,10 +502,11 @@ final class Gemm1x1Plan: KernelPlan {
         self.key = key
         let s = key.shape
         planes = PlaneMap(h: s.h, w: s.w, ho: s.ho, wo: s.wo, sh: s.sh, sw: s.sw)
-        scratch = planes.strided ? .allocate(capacity: s.c * s.ho * s.wo) : nil
         let hw = s.ho * s.wo
         group = hw < 512 ? min(s.n, max(1, 1024 / hw)) : 1
         packed = group > 1 ? .allocate(capacity: (s.o + s.c) * group * hw) : nil
+        // Packed products gather and scatter into the packed buffer instead.
+        scratch = planes.strided && packed == nil ? .allocate(capacity: s.c * hw) : nil
     }
 
     deinit {
@@ -518,11 +519,11 @@ final class Gemm1x1Plan: KernelPlan {
         return s.kh == 1 && s.kw == 1 && s.ph == 0 && s.pw == 0 && s.groups == 1
     }
 
-    /// X̂ ← X[:, ::sh, ::sw] (`count` planes), or the reverse scatter (other cells zeroed).
-    private func gather(_ x: UnsafeMutablePointer<Float>, _ xs: UnsafeMutablePointer<Float>, count: Int, scatter: Bool) {
+    /// X̂ ← X[:, ::sh, ::sw] (C planes), or the reverse scatter (other cells zeroed).
+    private func gather(_ x: UnsafeMutablePointer<Float>, _ xs: UnsafeMutablePointer<Float>, scatter: Bool) {
         let map = planes
         let (size, subSize) = (map.h * map.w, map.ho * map.wo)
-        parallelRanges(count, costPerItem: size) { r in
+        parallelRanges(key.shape.c, costPerItem: size) { r in
             for ch in r {
                 let plane = x + ch * size, sub = xs + ch * subSize
                 if scatter { map.scatter(sub, into: plane) } else { map.gather(plane, into: sub) }
@@ -557,7 +558,7 @@ final class Gemm1x1Plan: KernelPlan {
         /// Image n of the (possibly subsampled) input.
         func input(_ x: UnsafeMutablePointer<Float>, _ n: Int) -> UnsafeMutablePointer<Float> {
             guard let scratch else { return x + n * c * inHW }
-            gather(x + n * c * inHW, scratch, count: c, scatter: false)
+            gather(x + n * c * inHW, scratch, scatter: false)
             return scratch
         }
         switch key.pass {
@@ -615,7 +616,7 @@ final class Gemm1x1Plan: KernelPlan {
                 let target = scratch ?? dx + n * c * inHW
                 sgemm(transA: true, transB: false, m: c, n: hw, k: o, a: w, lda: c, b: dy + n * o * hw, ldb: hw,
                       beta: 0, c: target, ldc: hw)
-                if let scratch { gather(dx + n * c * inHW, scratch, count: c, scatter: true) }
+                if let scratch { gather(dx + n * c * inHW, scratch, scatter: true) }
             }
         case .backwardWeights:
             let (x, dy, dw) = (f(0), f(1), f(2))
