@@ -10,6 +10,13 @@ channel-blocked layout our networks keep: `senet-bench conv --layout blocked`). 
 "channels_last" rows). Lines that are not JSON objects (blank, "#...") are
 ignored. One table row per (id, batch, pass); ratio = torch ms / ours ms, so
 > 1 means ours is faster. The table is also printed to stdout.
+
+Rounds: `make bench` times every shape on both sides seconds apart within a round, so the k-th
+row of a (shape, batch, pass, layout) in each file belongs to round k. Where every layout of a row
+has the same number of rounds, a ratio is the median of the per-round ratios (each measured in
+the same minute, so the machine's slow periods, minutes long, hit both sides alike); the ratio of
+the median times is reported beside it. The "## Whole networks" section of an existing --out file
+(written by bench_models.py) is kept.
 """
 import argparse
 import datetime
@@ -17,6 +24,7 @@ import json
 import statistics
 import math
 import os
+import re
 import sys
 
 PASS_ORDER = {"forward": 0, "backward_data": 1, "backward_weights": 2}
@@ -38,6 +46,14 @@ def load(path, rows, order):
             if r["id"] not in order:
                 order[r["id"]] = len(order)
             rows.setdefault(key, {}).setdefault(r["layout"], []).append(r)
+
+
+def paired_ratio(d, theirs, ours):
+    """Median over rounds of theirs_k / ours_k, or None unless both have the same rounds (> 1)."""
+    a, b = d.get(theirs), d.get(ours)
+    if not a or not b or len(a) != len(b) or len(a) < 2:
+        return None
+    return statistics.median(x["ms_median"] / y["ms_median"] for x, y in zip(a, b))
 
 
 def collapse(rows):
@@ -70,6 +86,10 @@ def geomean(xs):
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
 
 
+def pick(paired, of_medians):
+    return paired if paired is not None else of_medians
+
+
 def status(r_nchw, r_cl):
     if r_nchw is None or r_cl is None:
         return "n/a"
@@ -98,7 +118,10 @@ def main(argv=None):
     # torch first so shapes keep the ResNet-50 order of bench_torch.py
     load(args.torch, rows, order)
     load(args.ours, rows, order)
+    paired = {key: {(t, o): paired_ratio(d, t, o) for t in ("nchw", "channels_last")
+                    for o in ("ours", "ours_blocked")} for key, d in rows.items()}
     collapse(rows)
+    is_paired = any(v is not None for p in paired.values() for v in p.values())
     keys = sorted(rows, key=lambda k: (order[k[0]], k[1], PASS_ORDER.get(k[2], 99), k[2]))
 
     threads = args.threads
@@ -108,24 +131,28 @@ def main(argv=None):
         threads = ", ".join(seen) if seen else "unknown"
 
     head = ["shape", "batch", "pass", "ours ms", "torch NCHW ms", "torch CL ms",
-            "NCHW/ours", "CL/ours", "ours GFLOP/s", "status", "ours blocked ms", "NCHW/blocked", "CL/blocked"]
-    align = ["---", "--:", "---", "--:", "--:", "--:", "--:", "--:", "--:", "---", "--:", "--:", "--:"]
+            "NCHW/ours", "CL/ours", "NCHW/ours of medians", "ours GFLOP/s", "status", "ours blocked ms", "NCHW/blocked", "CL/blocked"]
+    align = ["---", "--:", "---", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "---", "--:", "--:", "--:"]
     blocked_n, blocked_c = [], []
     table = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     ratios_n, ratios_c = [], []
     per_pass = {}
-    n_ge_nchw = n_ge_cl = n_both = n_complete = 0
+    n_ge_nchw = n_ge_cl = n_both = n_complete = med_ge_nchw = 0
     for key in keys:
         d = rows[key]
         ms = {lay: (d[lay]["ms_median"] if lay in d else None) for lay in LAYOUTS}
         ours = ms["ours"]
-        r_n = ms["nchw"] / ours if ours and ms["nchw"] else None
-        r_c = ms["channels_last"] / ours if ours and ms["channels_last"] else None
+        m_n = ms["nchw"] / ours if ours and ms["nchw"] else None
+        pk = paired[key]
+        r_n = pick(pk[("nchw", "ours")], m_n)
+        r_c = pick(pk[("channels_last", "ours")],
+                   ms["channels_last"] / ours if ours and ms["channels_last"] else None)
         gf = d["ours"].get("gflops") if "ours" in d else None
         st = status(r_n, r_c)
         if r_n is not None and r_c is not None:
             n_complete += 1
             n_ge_nchw += r_n >= 1.0
+            med_ge_nchw += m_n is not None and m_n >= 1.0
             n_ge_cl += r_c >= 1.0
             n_both += r_n >= 1.0 and r_c >= 1.0
             ratios_n.append(r_n)
@@ -134,20 +161,23 @@ def main(argv=None):
             pp[0].append(r_n)
             pp[1].append(r_c)
         ob = ms["ours_blocked"]
-        b_n = ms["nchw"] / ob if ob and ms["nchw"] else None
-        b_c = ms["channels_last"] / ob if ob and ms["channels_last"] else None
+        b_n = pick(pk[("nchw", "ours_blocked")], ms["nchw"] / ob if ob and ms["nchw"] else None)
+        b_c = pick(pk[("channels_last", "ours_blocked")],
+                   ms["channels_last"] / ob if ob and ms["channels_last"] else None)
         if b_n is not None and b_c is not None:
             blocked_n.append(b_n)
             blocked_c.append(b_c)
         table.append("| " + " | ".join([
             f"`{key[0]}`", str(key[1]), key[2], fmt_ms(ours), fmt_ms(ms["nchw"]),
-            fmt_ms(ms["channels_last"]), fmt_ratio(r_n), fmt_ratio(r_c),
+            fmt_ms(ms["channels_last"]), fmt_ratio(r_n), fmt_ratio(r_c), fmt_ratio(m_n),
             "—" if gf is None else f"{gf:.1f}", st, fmt_ms(ob), fmt_ratio(b_n), fmt_ratio(b_c)]) + " |")
 
     gm_n, gm_c = geomean(ratios_n), geomean(ratios_c)
     summary = [
         f"- Rows with all three timings: {n_complete} of {len(keys)}",
-        f"- Ours ≥ PyTorch NCHW: {n_ge_nchw} / {n_complete}",
+        f"- Ours ≥ PyTorch NCHW: {n_ge_nchw} / {n_complete}"
+        + (f" (median of the per-round ratios; by the ratio of the median times {med_ge_nchw} / "
+           f"{n_complete})" if is_paired else ""),
         f"- Ours ≥ PyTorch channels_last: {n_ge_cl} / {n_complete}",
         f"- Ours ≥ both: {n_both} / {n_complete}",
         f"- Geometric-mean speed-up vs NCHW: {fmt_ratio(gm_n)}; "
@@ -175,6 +205,14 @@ def main(argv=None):
         with open(notes_path, encoding="utf-8") as f:
             notes = f.read().strip()
 
+    # bench_models.py's section (whole networks) comes from another run; keep it.
+    whole = []
+    if args.out and args.out != "-" and os.path.exists(args.out):
+        with open(args.out, encoding="utf-8") as f:
+            m = re.search(r"^## Whole networks\n.*?(?=\n## |\Z)", f.read(), flags=re.S | re.M)
+        if m:
+            whole = [m.group(0).rstrip("\n"), ""]
+
     doc = "\n".join([
         "# Performance: SENet in Swift vs PyTorch and ONNX Runtime (CPU)",
         "",
@@ -184,8 +222,11 @@ def main(argv=None):
         "- Shapes: every distinct convolution of ResNet-50 (224×224 input), no bias.",
         "- Passes: `forward`, `backward_data` (grad wrt input), "
         "`backward_weights` (grad wrt weight).",
-        "- Times are medians over repeats; ratio = PyTorch ms / ours ms "
-        "(> 1 means ours is faster). CL = channels_last.",
+        "- Times are medians over repeats and rounds; ratio = PyTorch ms / ours ms "
+        "(> 1 means ours is faster). CL = channels_last."
+        + (" Ratios are medians of the per-round ratios (within a round each shape is timed by "
+           "both sides seconds apart); \"NCHW/ours of medians\" is the ratio of the median "
+           "times." if is_paired else ""),
         "- \"ours\": our convolution called on NCHW buffers, reorders to and from oneDNN's blocked "
         "layout included (the criterion's column). \"ours blocked\": the same call on activations "
         "in the channel-blocked layout, as it runs inside our networks.",
@@ -197,6 +238,7 @@ def main(argv=None):
         "",
         *summary,
         "",
+        *whole,
         "## Results",
         "",
         *table,
