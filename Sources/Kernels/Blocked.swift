@@ -390,21 +390,31 @@ public func blockedScaleAddReLU(out: UnsafeMutablePointer<Float>, x: UnsafePoint
     }
 }
 
-/// `scaleAddReLUBackwardPlanes` on blocked tensors: dr = dout where out > 0 (else 0), dx = dr · scale.
+/// `scaleAddReLUBackwardPlanes` on blocked tensors: dr = dout where out > 0 (else 0), dx = dr · scale;
+/// with `x` and `ds`, also the scale's gradient ds[n·C + c] = Σ_s dr · x in the same pass (the sums
+/// formed as `blockedDotPlanes(dr, x)` forms them, so bit for bit the same).
 public func blockedScaleAddReLUBackward(dx: UnsafeMutablePointer<Float>, dr: UnsafeMutablePointer<Float>,
                                         dout: UnsafePointer<Float>, out: UnsafePointer<Float>, scale: UnsafePointer<Float>,
+                                        x: UnsafePointer<Float>? = nil, ds: UnsafeMutablePointer<Float>? = nil,
                                         n: Int, c: Int, s: Int, block b: Int) {
     let zero = SIMD8<Float>(repeating: 0)
-    parallelRanges(n * (c / b), costPerItem: 2 * s * b) { r in
+    parallelRanges(n * (c / b), costPerItem: (x == nil ? 2 : 3) * s * b) { r in
         for p in r {
             let base = p * s * b
             for g in stride(from: 0, to: b, by: 8) {
                 let vs = load8(scale, p * b + g)
-                for i in 0..<s {
+                @inline(__always) func step(_ i: Int) -> SIMD8<Float> {
                     let at = base + i * b + g
                     let d = load8(dout, at).replacing(with: zero, where: load8(out, at) .<= zero)
                     UnsafeMutableRawPointer(dr + at).storeBytes(of: d, as: SIMD8<Float>.self)
                     UnsafeMutableRawPointer(dx + at).storeBytes(of: d * vs, as: SIMD8<Float>.self)
+                    return d
+                }
+                if let x, let ds {
+                    let total = runSums(s) { i in step(i) * load8(x, base + i * b + g) }
+                    for j in 0..<8 { ds[p * b + g + j] = Float(total[j]) }
+                } else {
+                    for i in 0..<s { _ = step(i) }
                 }
             }
         }
@@ -421,6 +431,23 @@ public func blockedBroadcastPlanes(out: UnsafeMutablePointer<Float>, value: Unsa
             for g in stride(from: 0, to: b, by: 8) {
                 let v = load8(value, p * b + g) * vf
                 for i in 0..<s { UnsafeMutableRawPointer(oo + i * b + g).storeBytes(of: v, as: SIMD8<Float>.self) }
+            }
+        }
+    }
+}
+
+/// acc(n, c, s) += value[n·C + c] · factor for every s, on a blocked acc (`accumulatePlanes`).
+public func blockedAccumulatePlanes(_ acc: UnsafeMutablePointer<Float>, value: UnsafePointer<Float>, factor: Float,
+                                   n: Int, c: Int, s: Int, block b: Int) {
+    let vf = SIMD8<Float>(repeating: factor)
+    parallelRanges(n * (c / b), costPerItem: 2 * s * b) { r in
+        for p in r {
+            let oo = acc + p * s * b
+            for g in stride(from: 0, to: b, by: 8) {
+                let v = load8(value, p * b + g) * vf
+                for i in 0..<s {
+                    UnsafeMutableRawPointer(oo + i * b + g).storeBytes(of: load8(oo, i * b + g) + v, as: SIMD8<Float>.self)
+                }
             }
         }
     }

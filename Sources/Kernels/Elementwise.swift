@@ -127,6 +127,23 @@ public func accumulate(_ acc: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Fl
     simdMap(acc, n, { load8(acc, $0) + load8(x, $0) }, { acc[$0] + x[$0] })
 }
 
+/// acc[p, i] += value[p] · factor for `planes` planes of `size` (a per-plane gradient, such as the
+/// SE squeeze's, added without first being broadcast into a tensor of its own).
+public func accumulatePlanes(_ acc: UnsafeMutablePointer<Float>, value: UnsafePointer<Float>, factor: Float,
+                             planes: Int, size: Int) {
+    parallelRanges(planes, costPerItem: size * 2) { r in
+        for p in r {
+            let v = value[p] * factor, vv = SIMD8<Float>(repeating: v), o = acc + p * size
+            var i = 0
+            while i + 8 <= size {
+                UnsafeMutableRawPointer(o + i).storeBytes(of: load8(o, i) + vv, as: SIMD8<Float>.self)
+                i += 8
+            }
+            while i < size { o[i] += v; i += 1 }
+        }
+    }
+}
+
 /// Sum of n floats, accumulated 8 lanes wide in Float and combined in Double.
 public func sum(_ x: UnsafePointer<Float>, n: Int) -> Double {
     var acc = SIMD8<Float>(repeating: 0)
@@ -240,28 +257,35 @@ public func scaleAddReLUPlanes(out: UnsafeMutablePointer<Float>, x: UnsafePointe
 
 /// The backward pass of `scaleAddReLUPlanes`, given the output it wrote: dr = dout where
 /// out > 0, else 0 (the ReLU's gradient, which is also the residual's), and dx = dr · s[p], in
-/// one pass. The scale's gradient, Σ_i dr[p, i] · x[p, i], is `dotPlanes(dr, x)`.
+/// one pass. The scale's gradient, Σ_i dr[p, i] · x[p, i], is `dotPlanes(dr, x)`; given `x` and
+/// `ds` it is formed in the same pass, summed as `dotPlanes` sums (bit for bit the same).
 public func scaleAddReLUBackwardPlanes(dx: UnsafeMutablePointer<Float>, dr: UnsafeMutablePointer<Float>,
                                        dout: UnsafePointer<Float>, out: UnsafePointer<Float>,
-                                       s: UnsafePointer<Float>, planes: Int, size: Int) {
+                                       s: UnsafePointer<Float>, x: UnsafePointer<Float>? = nil,
+                                       ds: UnsafeMutablePointer<Float>? = nil, planes: Int, size: Int) {
     let zero = SIMD8<Float>(repeating: 0)
-    parallelRanges(planes, costPerItem: size * 2) { range in
+    parallelRanges(planes, costPerItem: size * (x == nil ? 2 : 3)) { range in
         for p in range {
             let sv = SIMD8<Float>(repeating: s[p]), sc = s[p]
             let go = dout + p * size, oo = out + p * size, dro = dr + p * size, dxo = dx + p * size
+            var acc = SIMD8<Float>(repeating: 0)
             var i = 0
             while i + 8 <= size {
                 let d = load8(go, i).replacing(with: zero, where: load8(oo, i) .<= zero)
                 UnsafeMutableRawPointer(dro + i).storeBytes(of: d, as: SIMD8<Float>.self)
                 UnsafeMutableRawPointer(dxo + i).storeBytes(of: d * sv, as: SIMD8<Float>.self)
+                if let x { acc += d * load8(x + p * size, i) }
                 i += 8
             }
+            var t = Double(acc.sum())
             while i < size {
                 let d: Float = oo[i] <= 0 ? 0 : go[i]
                 dro[i] = d
                 dxo[i] = d * sc
+                if let x { t += Double(d * x[p * size + i]) }
                 i += 1
             }
+            if let ds { ds[p] = Float(t) }
         }
     }
 }

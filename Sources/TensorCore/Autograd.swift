@@ -83,7 +83,7 @@ public final class GradientTape {
                 guard let gi else { continue }
                 // Taken out of `grads` first, so that the sum is formed in place when nothing
                 // else holds the buffer (otherwise copy-on-write copied it at every fan-in).
-                if var acc = grads[j].take() { acc.accumulate(gi); grads[j] = acc } else { grads[j] = gi }
+                if var acc = grads[j].take() { acc.accumulate(gi); grads[j] = acc } else { grads[j] = gi.expandedGradient }
             }
             grads[i] = nil  // free as we go (leaves, which keep theirs, have no pullback)
         }
@@ -118,9 +118,28 @@ public final class GradientTape {
 extension Tensor {
     /// self += b for equal shapes (gradient accumulation; never recorded), in self's layout.
     mutating func accumulate(_ b: Tensor) {
-        let b = b.inLayout(channelBlock)
         trace = nil
+        if let pb = b.pendingPlaneBroadcast, pb.shape == shape, rank == 4 {
+            let (n, c, s, block) = (shape[0], shape[1], shape[2] * shape[3], channelBlock)
+            withUnsafeMutableStorage { o in b.withUnsafePointer { v in
+                if block > 1 {
+                    blockedAccumulatePlanes(o, value: v, factor: pb.scale, n: n, c: c, s: s, block: block)
+                } else {
+                    accumulatePlanes(o, value: v, factor: pb.scale, planes: n * c, size: s)
+                }
+            } }
+            return
+        }
+        let b = b.expandedGradient.inLayout(channelBlock)
         withUnsafeMutableStorage { o in b.withUnsafeStorage { Kernels.accumulate(o, $0, n: b.count) } }
+    }
+
+    /// A gradient with `pendingPlaneBroadcast` written out in full; any other tensor unchanged.
+    var expandedGradient: Tensor {
+        guard let pb = pendingPlaneBroadcast else { return self }
+        var t = self
+        t.pendingPlaneBroadcast = nil
+        return broadcastTo(t, pb.shape, scale: pb.scale, block: pb.block)
     }
 
     /// Whether this tensor is on the active gradient tape.

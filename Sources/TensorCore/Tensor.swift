@@ -144,6 +144,12 @@ public struct Tensor: @unchecked Sendable {
     /// The storage order: 1 = row-major (NCHW); 8 or 16 = channels in blocks of that many, the
     /// block innermost (4-D tensors whose channel count the block divides).
     public internal(set) var channelBlock = 1
+    /// Set only on a gradient on its way from a pullback to the tape: this N×C×1×1 tensor stands
+    /// for its values times `scale` at every position of `shape` (N×C×H×W, in layout `block`).
+    /// The tape adds it into the gradient already there in one pass, instead of a pass that
+    /// writes the broadcast out and one that adds it (the SE squeeze's backward); otherwise it
+    /// expands it (`expandedGradient`). No tensor a user sees carries it.
+    var pendingPlaneBroadcast: (shape: [Int], scale: Float, block: Int)?
 
     /// Number of elements.
     public var count: Int { storage.count }

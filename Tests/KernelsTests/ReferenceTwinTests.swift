@@ -397,6 +397,24 @@ private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         expectClose([Float(sum(a, n: n))], [Reference.sumPlanes(x: a, size: n)[0]], rtol: 1e-4, atol: 1e-5, "\(label) sum")
         dotPlanes(out: &red, a: a, b: b, planes: planes, size: size)
         expectClose(red, Reference.dotPlanes(a: a, b: b, size: size), rtol: 1e-4, atol: 1e-5, "\(label) dotPlanes")
+        // The SE end's backward with the scale's gradient in the same pass: the same gradients,
+        // and the dot product summed exactly as `dotPlanes(dr, x)` sums it.
+        scaleAddReLUPlanes(out: &out, x: a, s: s, residual: b, planes: planes, size: size)
+        let dy = randoms(n, seed: 26)
+        var dx = nans(n), dr = nans(n), dx2 = nans(n), dr2 = nans(n), ds = nans(planes), dot = nans(planes)
+        scaleAddReLUBackwardPlanes(dx: &dx, dr: &dr, dout: dy, out: out, s: s, planes: planes, size: size)
+        scaleAddReLUBackwardPlanes(dx: &dx2, dr: &dr2, dout: dy, out: out, s: s, x: a, ds: &ds, planes: planes, size: size)
+        let refDr = Reference.reluBackward(dout: dy, out: out)
+        expectClose(dr, refDr, "\(label) scaleAddReLU backward dr")
+        expectClose(dx, Reference.scalePlanes(x: refDr, s: s, size: size), "\(label) scaleAddReLU backward dx")
+        #expect(dx2 == dx && dr2 == dr, "\(label) fused dot changes dx or dr")
+        dotPlanes(out: &dot, a: dr, b: a, planes: planes, size: size)
+        #expect(ds == dot, "\(label) fused dot differs from dotPlanes")
+        expectClose(ds, Reference.dotPlanes(a: refDr, b: a, size: size), rtol: 1e-4, atol: 1e-5, "\(label) fused dot")
+        // A per-plane gradient added in place: acc + value · factor, as broadcast then accumulate.
+        acc = a
+        accumulatePlanes(&acc, value: s, factor: 0.25, planes: planes, size: size)
+        #expect(acc == (0..<n).map { a[$0] + s[$0 / size] * 0.25 }, "\(label) accumulatePlanes")
     }
 
     // MARK: Layout
@@ -509,6 +527,18 @@ private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         expectClose(planes, Reference.dotPlanes(a: x, b: dy, size: s), rtol: 1e-4, atol: 1e-5, "\(label) dot")
         blockedBroadcastPlanes(out: &out, value: scale, factor: 0.5, n: n, c: c, s: s, block: b)
         expectClose(plain(out), (0..<count).map { scale[$0 / s] * 0.5 }, "\(label) broadcast")
+        var acc = xb
+        blockedAccumulatePlanes(&acc, value: scale, factor: 0.5, n: n, c: c, s: s, block: b)
+        #expect(plain(acc) == (0..<count).map { x[$0] + scale[$0 / s] * 0.5 }, "\(label) accumulate planes")
+        // The backward with the scale's gradient in the same pass, bit for bit `blockedDotPlanes(dr, x)`.
+        blockedScaleAddReLU(out: &out, x: xb, scale: scale, residual: rb, n: n, c: c, s: s, block: b)
+        var gx2 = nans(count), gr2 = nans(count), ds = nans(n * c), dot = nans(n * c)
+        blockedScaleAddReLUBackward(dx: &gx2, dr: &gr2, dout: dyb, out: out, scale: scale, x: xb, ds: &ds,
+                                    n: n, c: c, s: s, block: b)
+        #expect(gx2 == gx && gr2 == gr, "\(label) fused dot changes dx or dr")
+        blockedDotPlanes(out: &dot, a: gr, b: xb, n: n, c: c, s: s, block: b)
+        #expect(ds == dot, "\(label) fused dot differs from blockedDotPlanes")
+        expectClose(ds, Reference.dotPlanes(a: refGr, b: x, size: s), rtol: 1e-4, atol: 1e-5, "\(label) fused dot")
 
         // Global max pooling (each plane seen as one row of S positions), forward and backward.
         let gp = Pool2DShape(planes: n * c, h: 1, w: s, kh: 1, kw: s, sh: 1, sw: s)

@@ -101,6 +101,34 @@ struct AutogradTests {
     }
 }
 
+/// The SE squeeze's gradient (one value per plane) is added into the gradient its input already
+/// has in one pass, without being broadcast into a tensor first: against hand-computed values,
+/// with the squeeze's gradient arriving second (the SE block's order) or first, in NCHW and in
+/// both channel-blocked layouts.
+@Suite("Per-plane gradients")
+struct PlaneGradientTests {
+    @Test(arguments: [1, 8, 16])
+    func squeezeGradientAddsIntoTheOther(_ block: Int) {
+        let shape = [2, 16, 3, 5], per = 15
+        let x = Tensor.randomNormal(shape, seed: 11).inLayout(block)
+        let w = Tensor.randomNormal(shape, seed: 12), v = Tensor.randomNormal([2, 16, 1, 1], seed: 13)
+        let (ws, vs) = (w.scalars, v.scalars)
+        let expected = (0..<ws.count).map { ws[$0] + vs[$0 / per] * (1 / Float(per)) }
+        for squeezeFirst in [true, false] {
+            let (_, g) = valueAndGradient(at: [x]) { t in
+                let squeeze = (t[0].mean(axes: [2, 3], keepDims: true) * v).sum()
+                let other = (t[0] * w).sum()
+                return squeezeFirst ? squeeze + other : other + squeeze
+            }
+            #expect(g[0].shape == shape)
+            #expect(g[0].scalars == expected, "block \(block), squeeze first \(squeezeFirst)")
+        }
+        // Alone, the squeeze's gradient is written out in full.
+        let (_, g) = valueAndGradient(at: [x]) { t in (t[0].mean(axes: [2, 3], keepDims: true) * v).sum() }
+        #expect(g[0].shape == shape && g[0].scalars == (0..<ws.count).map { vs[$0 / per] * (1 / Float(per)) })
+    }
+}
+
 /// The fused end of an SE residual block against the composed ops it replaces in training:
 /// relu(x · s + r). The composed ops are checked against PyTorch fixtures; the fused op must give
 /// the same output and the same three gradients bit for bit (same products and sums, same order).

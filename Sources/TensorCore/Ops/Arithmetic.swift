@@ -293,27 +293,22 @@ public func seScaleAddReLU(_ x: Tensor, scale s: Tensor, residual: Tensor) -> Te
         let g = g.inLayout(block)
         var dx = Tensor(uninitializedShape: xs.shape, channelBlock: block)
         var dr = Tensor(uninitializedShape: xs.shape, channelBlock: block)
+        // The scale's gradient, Σ dr · x per plane, in the same pass when it is needed.
+        var ds: Tensor? = need[1] ? Tensor(uninitializedShape: ss.shape) : nil
         dx.withUnsafeMutableStorage { pdx in dr.withUnsafeMutableStorage { pdr in
-            g.withUnsafeStorage { pg in result.withUnsafeStorage { po in ss.withUnsafePointer { ps in
-                if block > 1 {
-                    blockedScaleAddReLUBackward(dx: pdx, dr: pdr, dout: pg, out: po, scale: ps, n: n, c: c, s: size, block: block)
-                } else {
-                    scaleAddReLUBackwardPlanes(dx: pdx, dr: pdr, dout: pg, out: po, s: ps, planes: planes, size: size)
+            g.withUnsafeStorage { pg in result.withUnsafeStorage { po in ss.withUnsafePointer { ps in xs.withUnsafeStorage { px in
+                optionalMutablePointer(&ds) { pds in
+                    let x = pds == nil ? nil : px
+                    if block > 1 {
+                        blockedScaleAddReLUBackward(dx: pdx, dr: pdr, dout: pg, out: po, scale: ps, x: x, ds: pds,
+                                                    n: n, c: c, s: size, block: block)
+                    } else {
+                        scaleAddReLUBackwardPlanes(dx: pdx, dr: pdr, dout: pg, out: po, s: ps, x: x, ds: pds,
+                                                   planes: planes, size: size)
+                    }
                 }
-            } } }
+            } } } }
         } }
-        var ds: Tensor?
-        if need[1] {
-            var t = Tensor(uninitializedShape: ss.shape)
-            t.withUnsafeMutablePointer { o in dr.withUnsafeStorage { pdr in xs.withUnsafeStorage {
-                if block > 1 {
-                    blockedDotPlanes(out: o, a: pdr, b: $0, n: n, c: c, s: size, block: block)
-                } else {
-                    dotPlanes(out: o, a: pdr, b: $0, planes: planes, size: size)
-                }
-            } } }
-            ds = t
-        }
         return [need[0] ? dx : nil, ds, need[2] ? dr : nil]
     }
     return out

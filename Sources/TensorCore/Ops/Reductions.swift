@@ -27,6 +27,12 @@ extension Tensor {
         GradientTape.record(&out, [self]) { g, _ in
             let gk = g.viewing(as: kept)
             let scale: Float = mean ? 1 / Float(Swift.max(reducedCount, 1)) : 1
+            if planeBroadcast(big: inShape, small: kept) == .perPlane {
+                // Over H×W of an N×C×H×W tensor (the SE squeeze): left to the tape to add.
+                var t = gk
+                t.pendingPlaneBroadcast = (inShape, scale, block)
+                return [t]
+            }
             return [broadcastTo(gk, inShape, scale: scale, block: block)]
         }
         return out
