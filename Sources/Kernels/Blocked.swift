@@ -169,7 +169,8 @@ public func batchNormApplyStatisticsBlocked(out: UnsafeMutablePointer<Float>, sa
                                             runningMean: UnsafeMutablePointer<Float>?, runningVar: UnsafeMutablePointer<Float>?,
                                             inp: UnsafePointer<Float>, weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
                                             mean: UnsafePointer<Double>, squaredDeviations: UnsafePointer<Double>, count m: Int,
-                                            n: Int, c: Int, s: Int, block b: Int, eps: Float, momentum: Float, relu: Bool = false) {
+                                            n: Int, c: Int, s: Int, block b: Int, eps: Float, momentum: Float, relu: Bool = false,
+                                            planeSums: UnsafeMutablePointer<Float>? = nil) {
     var scale = [Float](repeating: 0, count: c), shift = [Float](repeating: 0, count: c)
     for ch in 0..<c {
         (scale[ch], shift[ch]) = channelStatistics(ch, mean: mean[ch], variance: squaredDeviations[ch] / Double(m), count: m,
@@ -177,7 +178,7 @@ public func batchNormApplyStatisticsBlocked(out: UnsafeMutablePointer<Float>, sa
                                                    runningVar: runningVar, weight: weight, bias: bias, eps: eps,
                                                    momentum: momentum)
     }
-    blockedAffine(out: out, inp: inp, scale: scale, shift: shift, n: n, c: c, s: s, block: b, relu: relu)
+    blockedAffine(out: out, inp: inp, scale: scale, shift: shift, n: n, c: c, s: s, block: b, relu: relu, planeSums: planeSums)
 }
 
 /// `batchNormTrainForward` on a blocked tensor (same formulas: batch mean, biased variance for
@@ -186,7 +187,8 @@ public func batchNormTrainForwardBlocked(out: UnsafeMutablePointer<Float>, saveM
                                          saveInvStd: UnsafeMutablePointer<Float>,
                                          runningMean: UnsafeMutablePointer<Float>?, runningVar: UnsafeMutablePointer<Float>?,
                                          inp: UnsafePointer<Float>, weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
-                                         n: Int, c: Int, s: Int, block b: Int, eps: Float, momentum: Float, relu: Bool = false) {
+                                         n: Int, c: Int, s: Int, block b: Int, eps: Float, momentum: Float, relu: Bool = false,
+                                         planeSums: UnsafeMutablePointer<Float>? = nil) {
     let m = n * s
     var mean = [Double](repeating: 0, count: c), deviations = [Double](repeating: 0, count: c)
     mean.withUnsafeMutableBufferPointer { mp in
@@ -197,14 +199,17 @@ public func batchNormTrainForwardBlocked(out: UnsafeMutablePointer<Float>, saveM
             batchNormApplyStatisticsBlocked(out: out, saveMean: saveMean, saveInvStd: saveInvStd, runningMean: runningMean,
                                             runningVar: runningVar, inp: inp, weight: weight, bias: bias, mean: mp.baseAddress!,
                                             squaredDeviations: dv.baseAddress!, count: m, n: n, c: c, s: s, block: b,
-                                            eps: eps, momentum: momentum, relu: relu)
+                                            eps: eps, momentum: momentum, relu: relu, planeSums: planeSums)
         }
     }
 }
 
 /// out = inp · scale[c] + shift[c] (then max(·, 0) with `relu`, NaN kept) on a blocked tensor.
+/// With `planeSums`, also planeSums[n·C + c] = Σ_s out(n, c, s), summed as `blockedSumPlanes`
+/// sums (bit for bit): the SE squeeze of a batch norm's output, in the pass that writes it.
 public func blockedAffine(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, scale: UnsafePointer<Float>,
-                          shift: UnsafePointer<Float>, n: Int, c: Int, s: Int, block b: Int, relu: Bool = false) {
+                          shift: UnsafePointer<Float>, n: Int, c: Int, s: Int, block b: Int, relu: Bool = false,
+                          planeSums: UnsafeMutablePointer<Float>? = nil) {
     let cb = c / b
     let zero = SIMD8<Float>(repeating: 0)
     parallelRanges(n * cb, costPerItem: s * b) { r in
@@ -213,10 +218,17 @@ public func blockedAffine(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<F
             let x = inp + p * s * b, o = out + p * s * b
             for g in stride(from: 0, to: b, by: 8) {
                 let vs = load8(scale, k * b + g), vb = load8(shift, k * b + g)
-                for i in 0..<s {
+                @inline(__always) func step(_ i: Int) -> SIMD8<Float> {
                     var v = load8(x, i * b + g) * vs + vb
                     if relu { v = clampBelow(v, zero) }
                     UnsafeMutableRawPointer(o + i * b + g).storeBytes(of: v, as: SIMD8<Float>.self)
+                    return v
+                }
+                if let planeSums {
+                    let total = runSums(s, step)
+                    for j in 0..<8 { planeSums[p * b + g + j] = Float(total[j]) }
+                } else {
+                    for i in 0..<s { _ = step(i) }
                 }
             }
         }

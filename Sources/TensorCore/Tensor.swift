@@ -150,6 +150,11 @@ public struct Tensor: @unchecked Sendable {
     /// writes the broadcast out and one that adds it (the SE squeeze's backward); otherwise it
     /// expands it (`expandedGradient`). No tensor a user sees carries it.
     var pendingPlaneBroadcast: (shape: [Int], scale: Float, block: Int)?
+    /// The sums of this N×C×H×W tensor's planes (index n·C + c), in the order a plane sum of
+    /// layout `block` forms them, written by the op that produced it (a batch norm in training:
+    /// the SE squeeze then reads no more memory). Valid while shape and layout match; any
+    /// mutation clears it.
+    var cachedPlaneSums: (shape: [Int], block: Int, sums: [Float])?
 
     /// Number of elements.
     public var count: Int { storage.count }
@@ -243,6 +248,7 @@ public struct Tensor: @unchecked Sendable {
         }
         trace = nil
         isRectified = false
+        cachedPlaneSums = nil
         return try withExtendedLifetime(storage) { try body(storage.pointer) }
     }
 

@@ -481,6 +481,14 @@ private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
             batchNormTrainForwardBlocked(out: &out, saveMean: &mean, saveInvStd: &invStd, runningMean: &rm, runningVar: &rv,
                                          inp: xb, weight: gamma, bias: beta, n: n, c: c, s: s, block: b, eps: 1e-5,
                                          momentum: 0.1, relu: relu)
+            // The output's plane sums formed in the same pass: as `blockedSumPlanes` forms them.
+            var out2 = nans(count), sums = nans(n * c), sums2 = nans(n * c)
+            (rm, rv) = (rm0, rv0)
+            batchNormTrainForwardBlocked(out: &out2, saveMean: &mean, saveInvStd: &invStd, runningMean: &rm, runningVar: &rv,
+                                         inp: xb, weight: gamma, bias: beta, n: n, c: c, s: s, block: b, eps: 1e-5,
+                                         momentum: 0.1, relu: relu, planeSums: &sums)
+            blockedSumPlanes(out: &sums2, x: out, n: n, c: c, s: s, block: b)
+            #expect(out2 == out && sums == sums2, "\(label) plane sums in the normalisation pass, relu \(relu)")
             expectClose(plain(out), relu ? Reference.reluForward(inp: ref.out) : ref.out, rtol: tol.rtol, atol: tol.atol,
                         "\(label) train out relu \(relu)")
             expectClose(mean, ref.mean, rtol: tol.rtol, atol: tol.atol, "\(label) mean")

@@ -129,6 +129,35 @@ struct PlaneGradientTests {
     }
 }
 
+/// A training batch norm on blocked activations sums its output's planes in the pass that writes
+/// it; the SE squeeze that follows uses those sums: the same means, bit for bit, as summing the
+/// planes again, and none once the tensor has changed.
+@Suite("Squeeze from the batch norm's pass")
+struct SqueezeFromBatchNormTests {
+    @Test(arguments: [8, 16])
+    func squeezeOfABatchNormOutput(_ block: Int) {
+        let shape = [3, 32, 5, 7]
+        let x = Tensor.randomNormal(shape, seed: 21).inLayout(block)
+        let w = Tensor.randomUniform([32], low: 0.5, high: 1.5, seed: 22), b = Tensor.randomNormal([32], seed: 23)
+        for relu in [false, true] {
+            var rm = Tensor.zeros([32]), rv = Tensor.ones([32])
+            var y = batchNorm(x, weight: w, bias: b, runningMean: &rm, runningVar: &rv, training: true, fusedReLU: relu)
+            #expect(y.channelBlock == block)
+            let recomputed = y.inLayout(1).inLayout(block)  // the same values, without the sums
+            #expect(y.mean(axes: [2, 3], keepDims: true).scalars == recomputed.mean(axes: [2, 3], keepDims: true).scalars)
+            #expect(y.sum(axes: [2, 3]).scalars == recomputed.sum(axes: [2, 3]).scalars)
+            // Hand-checked against the values themselves.
+            let v = y.scalars, per = 35
+            let direct = (0..<96).map { p in (0..<per).reduce(0.0) { $0 + Double(v[p * per + $1]) } / Double(per) }
+            let means = y.mean(axes: [2, 3]).scalars
+            for p in 0..<96 { #expect(abs(Double(means[p]) - direct[p]) <= 1e-5 * max(1, abs(direct[p]))) }
+            // Changed in place: the sums are stale and must not be used.
+            y.withUnsafeMutableStorage { $0[0] += 100 }
+            #expect(abs(y.mean(axes: [2, 3]).scalars[0] - means[0] - 100 / Float(per)) < 1e-3)
+        }
+    }
+}
+
 /// The fused end of an SE residual block against the composed ops it replaces in training:
 /// relu(x · s + r). The composed ops are checked against PyTorch fixtures; the fused op must give
 /// the same output and the same three gradients bit for bit (same products and sums, same order).

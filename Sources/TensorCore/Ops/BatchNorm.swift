@@ -103,13 +103,18 @@ private func normalize(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean:
     } else if training {
         // In x's storage layout (`block` is its channel block, 1 for NCHW).
         mean = Tensor(uninitializedShape: [c]); invStd = Tensor(uninitializedShape: [c])
+        // On blocked activations the pass that writes the output also sums its planes (the SE
+        // squeeze that often follows then reads no memory).
+        var planeSums = [Float](repeating: 0, count: block > 1 ? n * c : 0)
         out.withUnsafeMutableStorage { po in mean.withUnsafeMutablePointer { pm in invStd.withUnsafeMutablePointer { pi in
             runningMean.withUnsafeMutablePointer { rm in runningVar.withUnsafeMutablePointer { rv in
                 x.withUnsafeStorage { px in optionalPointer(weight) { pw in optionalPointer(bias) { pb in
                     if block > 1 {
-                        batchNormTrainForwardBlocked(out: po, saveMean: pm, saveInvStd: pi, runningMean: rm, runningVar: rv,
-                                                     inp: px, weight: pw, bias: pb, n: n, c: c, s: s, block: block, eps: eps,
-                                                     momentum: momentum, relu: relu)
+                        planeSums.withUnsafeMutableBufferPointer { ps in
+                            batchNormTrainForwardBlocked(out: po, saveMean: pm, saveInvStd: pi, runningMean: rm, runningVar: rv,
+                                                         inp: px, weight: pw, bias: pb, n: n, c: c, s: s, block: block, eps: eps,
+                                                         momentum: momentum, relu: relu, planeSums: ps.baseAddress!)
+                        }
                     } else {
                         batchNormTrainForward(out: po, saveMean: pm, saveInvStd: pi, runningMean: rm, runningVar: rv,
                                               inp: px, weight: pw, bias: pb, n: n, c: c, s: s, eps: eps, momentum: momentum,
@@ -118,6 +123,7 @@ private func normalize(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean:
                 } } }
             } }
         } } }
+        if block > 1 { out.cachedPlaneSums = (out.shape, block, planeSums) }
     } else if block > 1 {
         // The NCHW kernel's per-channel scale and shift, in the same Float arithmetic.
         let (rm, rv) = (runningMean.scalars, runningVar.scalars)

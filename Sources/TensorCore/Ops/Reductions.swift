@@ -19,7 +19,13 @@ extension Tensor {
         if let bad = ax.first(where: { $0 < 0 || $0 >= rank }) { shapeFailure(op, "axis \(bad) out of range for shape \(shape)") }
         let kept = shape.enumerated().map { ax.contains($0.offset) ? 1 : $0.element }
         let reducedCount = shape.enumerated().filter { ax.contains($0.offset) }.map(\.element).reduce(1, *)
-        var out = sumToShape(self.detached, kept)
+        var out: Tensor
+        if let cache = cachedPlaneSums, cache.shape == shape, cache.block == channelBlock, ax == [2, 3] {
+            // The producer summed the planes as `sumToShape` would have (same order, same result).
+            out = Tensor(shape: kept, scalars: cache.sums)
+        } else {
+            out = sumToShape(self.detached, kept)
+        }
         if mean { out = rawScale(out, 1 / Float(Swift.max(reducedCount, 1))) }
         let finalShape = keepDims ? kept : kept.enumerated().filter { !ax.contains($0.offset) }.map(\.element)
         out = out.viewing(as: finalShape)
