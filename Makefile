@@ -64,8 +64,8 @@ excitations:
 
 ## bench: our convolution timings beside PyTorch's (same machine, same run), into docs/performance.md.
 ## ROUNDS rounds; within each, every shape is timed by us (NCHW, then blocked) and by PyTorch right
-## after one another, so that the machine's slow periods (minutes long) hit both sides alike; the
-## table keeps medians.
+## after one another, so that the machine's slow periods (minutes long) hit both sides alike; a
+## row's ratio is the median of its per-round ratios (the ratio of the median times beside it).
 ROUNDS ?= 3
 ## The machine's description in the tables: CPU model, widest vector extension, cores.
 MACHINE = $$(lscpu | sed -n 's/^Model name: *//p') ($$(grep -qw avx512f /proc/cpuinfo && echo AVX-512 || echo AVX2)), $$(nproc) cores
