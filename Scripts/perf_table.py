@@ -86,6 +86,11 @@ def geomean(xs):
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
 
 
+def ratio(theirs, ours):
+    """theirs / ours, or None when either is missing."""
+    return theirs / ours if theirs and ours else None
+
+
 def pick(paired, of_medians):
     return paired if paired is not None else of_medians
 
@@ -142,11 +147,10 @@ def main(argv=None):
         d = rows[key]
         ms = {lay: (d[lay]["ms_median"] if lay in d else None) for lay in LAYOUTS}
         ours = ms["ours"]
-        m_n = ms["nchw"] / ours if ours and ms["nchw"] else None
+        m_n = ratio(ms["nchw"], ours)
         pk = paired[key]
         r_n = pick(pk[("nchw", "ours")], m_n)
-        r_c = pick(pk[("channels_last", "ours")],
-                   ms["channels_last"] / ours if ours and ms["channels_last"] else None)
+        r_c = pick(pk[("channels_last", "ours")], ratio(ms["channels_last"], ours))
         gf = d["ours"].get("gflops") if "ours" in d else None
         st = status(r_n, r_c)
         if r_n is not None and r_c is not None:
@@ -161,9 +165,8 @@ def main(argv=None):
             pp[0].append(r_n)
             pp[1].append(r_c)
         ob = ms["ours_blocked"]
-        b_n = pick(pk[("nchw", "ours_blocked")], ms["nchw"] / ob if ob and ms["nchw"] else None)
-        b_c = pick(pk[("channels_last", "ours_blocked")],
-                   ms["channels_last"] / ob if ob and ms["channels_last"] else None)
+        b_n = pick(pk[("nchw", "ours_blocked")], ratio(ms["nchw"], ob))
+        b_c = pick(pk[("channels_last", "ours_blocked")], ratio(ms["channels_last"], ob))
         if b_n is not None and b_c is not None:
             blocked_n.append(b_n)
             blocked_c.append(b_c)
