@@ -154,8 +154,17 @@ func channelStatistics(_ ch: Int, mean: Double, variance: Double, count m: Int,
         rm[ch] = (1 - momentum) * rm[ch] + momentum * fm
         rv[ch] = (1 - momentum) * rv[ch] + momentum * Float(unbiased)
     }
+    return batchNormScaleShift(ch, mean: fm, invStd: invStd, weight: weight, bias: bias)
+}
+
+/// The per-channel scale and shift a training forward normalises with: out = x·scale + shift,
+/// scale = weight·invStd, shift = bias − mean·scale (the saved Float mean and 1/std). The backward
+/// of a fused ReLU recomputes its mask with them (`batchNormBackwardBlocked`'s `reluScale`).
+@inline(__always)
+public func batchNormScaleShift(_ ch: Int, mean: Float, invStd: Float, weight: UnsafePointer<Float>?,
+                                bias: UnsafePointer<Float>?) -> (scale: Float, shift: Float) {
     let scale = (weight?[ch] ?? 1) * invStd
-    return (scale, (bias?[ch] ?? 0) - fm * scale)
+    return (scale, (bias?[ch] ?? 0) - mean * scale)
 }
 
 /// Evaluation forward: out = (inp − runningMean) / sqrt(runningVar + eps) · weight + bias.

@@ -219,7 +219,7 @@ public func blockedAffine(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<F
             for g in stride(from: 0, to: b, by: 8) {
                 let vs = load8(scale, k * b + g), vb = load8(shift, k * b + g)
                 @inline(__always) func step(_ i: Int) -> SIMD8<Float> {
-                    var v = load8(x, i * b + g) * vs + vb
+                    var v = affine8(load8(x, i * b + g), vs, vb)
                     if relu { v = clampBelow(v, zero) }
                     UnsafeMutableRawPointer(o + i * b + g).storeBytes(of: v, as: SIMD8<Float>.self)
                     return v
@@ -235,11 +235,41 @@ public func blockedAffine(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<F
     }
 }
 
+/// x·scale + shift, lane-wise: the normalisation of `blockedAffine`, and the recomputation of its
+/// fused ReLU's mask in the backward kernels (one function, so that both round alike).
+@inline(__always)
+func affine8(_ x: SIMD8<Float>, _ scale: SIMD8<Float>, _ shift: SIMD8<Float>) -> SIMD8<Float> { x * scale + shift }
+
+/// The fused ReLU of a batch norm's backward: dout is zeroed where the forward's output was not
+/// positive. That is read from the output itself (`reluOutput`), or, with `reluScale` and
+/// `reluShift` (the forward's per-channel scale and shift, `blockedAffine`'s), recomputed from the
+/// input the kernel reads anyway: the same lanes, one stream of memory fewer.
+/// A batch norm backward's incoming gradient: dout itself, or dout·scale + offset with one scale
+/// and offset per plane (index n·C + c; a gradient the tape kept in that form, see
+/// `Tensor.pendingPlaneAffine`), in `blockedPlaneAffine`'s arithmetic.
+@inline(__always)
+func planeAffine(_ dv: SIMD8<Float>, _ vsc: SIMD8<Float>?, _ vof: SIMD8<Float>?) -> SIMD8<Float> {
+    guard let vsc else { return dv }
+    if let vof { return dv * vsc + vof }
+    return dv * vsc
+}
+
+@inline(__always)
+func reluMasked(_ dv: SIMD8<Float>, output mk: UnsafePointer<Float>?, _ i: Int, x xv: SIMD8<Float>,
+                scale vs: SIMD8<Float>?, shift vb: SIMD8<Float>?) -> SIMD8<Float> {
+    let zero = SIMD8<Float>(repeating: 0)
+    if let mk { return dv.replacing(with: zero, where: load8(mk, i) .<= zero) }
+    if let vs, let vb { return dv.replacing(with: zero, where: affine8(xv, vs, vb) .<= zero) }
+    return dv
+}
+
 /// Backward phase 1: per channel Σ dout and Σ dout·(x − mean) (dout zeroed where a fused ReLU's
-/// output `mask` is not positive), per block plane, combined in image order.
+/// output is not positive: see `reluMasked`), per block plane, combined in image order.
 public func batchNormBackwardSumsBlocked(sumDout: UnsafeMutablePointer<Double>, sumDoutCentered: UnsafeMutablePointer<Double>,
                                          dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, mean: UnsafePointer<Float>,
-                                         n: Int, c: Int, s: Int, block b: Int, reluOutput mask: UnsafePointer<Float>? = nil) {
+                                         n: Int, c: Int, s: Int, block b: Int, reluOutput mask: UnsafePointer<Float>? = nil,
+                                         reluScale: UnsafePointer<Float>? = nil, reluShift: UnsafePointer<Float>? = nil,
+                                         doutScale: UnsafePointer<Float>? = nil, doutOffset: UnsafePointer<Float>? = nil) {
     let cb = c / b
     let zero = SIMD8<Float>(repeating: 0)
     let partial = UnsafeMutablePointer<Double>.allocate(capacity: 2 * n * c)
@@ -250,16 +280,19 @@ public func batchNormBackwardSumsBlocked(sumDout: UnsafeMutablePointer<Double>, 
             let d = dout + p * s * b, x = inp + p * s * b, mk = mask.map { $0 + p * s * b }
             for g in stride(from: 0, to: b, by: 8) {
                 let vm = load8(mean, k * b + g)
+                let vs = reluScale.map { load8($0, k * b + g) }, vb = reluShift.map { load8($0, k * b + g) }
+                let vsc = doutScale.map { load8($0, p * b + g) }, vof = doutOffset.map { load8($0, p * b + g) }
                 var t1 = SIMD8<Double>(repeating: 0), t2 = SIMD8<Double>(repeating: 0)
                 var i = 0
                 while i < s {
                     let end = min(i + 64, s)
                     var a1 = zero, a2 = zero
                     while i < end {
-                        var dv = load8(d, i * b + g)
-                        if let mk { dv = dv.replacing(with: zero, where: load8(mk, i * b + g) .<= zero) }
+                        let xv = load8(x, i * b + g)
+                        let dv = reluMasked(planeAffine(load8(d, i * b + g), vsc, vof), output: mk, i * b + g, x: xv,
+                                            scale: vs, shift: vb)
                         a1 += dv
-                        a2 += dv * (load8(x, i * b + g) - vm)
+                        a2 += dv * (xv - vm)
                         i += 1
                     }
                     t1 += SIMD8<Double>(a1)
@@ -287,9 +320,10 @@ public func batchNormBackwardInputBlocked(dinp: UnsafeMutablePointer<Float>, dou
                                           mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>, weight: UnsafePointer<Float>?,
                                           sumDout: UnsafePointer<Double>, sumDoutCentered: UnsafePointer<Double>, count m: Int,
                                           n: Int, c: Int, s: Int, block b: Int, training: Bool = true,
-                                          reluOutput mask: UnsafePointer<Float>? = nil) {
+                                          reluOutput mask: UnsafePointer<Float>? = nil,
+                                          reluScale: UnsafePointer<Float>? = nil, reluShift: UnsafePointer<Float>? = nil,
+                                          doutScale: UnsafePointer<Float>? = nil, doutOffset: UnsafePointer<Float>? = nil) {
     let cb = c / b
-    let zero = SIMD8<Float>(repeating: 0)
     var coef = [Float](repeating: 0, count: 3 * c)
     for ch in 0..<c {
         let istd = invStd[ch]
@@ -306,10 +340,13 @@ public func batchNormBackwardInputBlocked(dinp: UnsafeMutablePointer<Float>, dou
                 for g in stride(from: 0, to: b, by: 8) {
                     let ch = k * b + g
                     let vg = load8(coef, ch), v1 = load8(coef, c + ch), v2 = load8(coef, 2 * c + ch), vm = load8(mean, ch)
+                    let vs = reluScale.map { load8($0, ch) }, vb = reluShift.map { load8($0, ch) }
+                    let vsc = doutScale.map { load8($0, p * b + g) }, vof = doutOffset.map { load8($0, p * b + g) }
                     for i in 0..<s {
-                        var dv = load8(d, i * b + g)
-                        if let mk { dv = dv.replacing(with: zero, where: load8(mk, i * b + g) .<= zero) }
-                        let v = training ? vg * (dv - v1 - (load8(x, i * b + g) - vm) * v2) : dv * vg
+                        let xv = load8(x, i * b + g)
+                        let dv = reluMasked(planeAffine(load8(d, i * b + g), vsc, vof), output: mk, i * b + g, x: xv,
+                                            scale: vs, shift: vb)
+                        let v = training ? vg * (dv - v1 - (xv - vm) * v2) : dv * vg
                         UnsafeMutableRawPointer(o + i * b + g).storeBytes(of: v, as: SIMD8<Float>.self)
                     }
                 }
@@ -324,10 +361,13 @@ public func batchNormBackwardBlocked(dinp: UnsafeMutablePointer<Float>?, dweight
                                      dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
                                      inp: UnsafePointer<Float>, mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>,
                                      weight: UnsafePointer<Float>?, n: Int, c: Int, s: Int, block b: Int, training: Bool,
-                                     reluOutput mask: UnsafePointer<Float>? = nil) {
+                                     reluOutput mask: UnsafePointer<Float>? = nil,
+                                     reluScale: UnsafePointer<Float>? = nil, reluShift: UnsafePointer<Float>? = nil,
+                                     doutScale: UnsafePointer<Float>? = nil, doutOffset: UnsafePointer<Float>? = nil) {
     var sdy = [Double](repeating: 0, count: c), sdyx = [Double](repeating: 0, count: c)
     batchNormBackwardSumsBlocked(sumDout: &sdy, sumDoutCentered: &sdyx, dout: dout, inp: inp, mean: mean,
-                                 n: n, c: c, s: s, block: b, reluOutput: mask)
+                                 n: n, c: c, s: s, block: b, reluOutput: mask, reluScale: reluScale, reluShift: reluShift,
+                                 doutScale: doutScale, doutOffset: doutOffset)
     for ch in 0..<c {
         dweight?[ch] = Float(sdyx[ch] * Double(invStd[ch]))
         dbias?[ch] = Float(sdy[ch])
@@ -335,7 +375,8 @@ public func batchNormBackwardBlocked(dinp: UnsafeMutablePointer<Float>?, dweight
     guard let dinp else { return }
     batchNormBackwardInputBlocked(dinp: dinp, dout: dout, inp: inp, mean: mean, invStd: invStd, weight: weight,
                                   sumDout: sdy, sumDoutCentered: sdyx, count: n * s, n: n, c: c, s: s, block: b,
-                                  training: training, reluOutput: mask)
+                                  training: training, reluOutput: mask, reluScale: reluScale, reluShift: reluShift,
+                                 doutScale: doutScale, doutOffset: doutOffset)
 }
 
 // MARK: The SE block's squeeze and scale
@@ -405,7 +446,9 @@ public func blockedScaleAddReLU(out: UnsafeMutablePointer<Float>, x: UnsafePoint
 /// `scaleAddReLUBackwardPlanes` on blocked tensors: dr = dout where out > 0 (else 0), dx = dr · scale;
 /// with `x` and `ds`, also the scale's gradient ds[n·C + c] = Σ_s dr · x in the same pass (the sums
 /// formed as `blockedDotPlanes(dr, x)` forms them, so bit for bit the same).
-public func blockedScaleAddReLUBackward(dx: UnsafeMutablePointer<Float>, dr: UnsafeMutablePointer<Float>,
+/// With `dx` nil only dr (and ds) are written: the caller then stands for dx as dr times the
+/// scale per plane (`blockedPlaneAffine`), so that the pass writes one stream fewer.
+public func blockedScaleAddReLUBackward(dx: UnsafeMutablePointer<Float>?, dr: UnsafeMutablePointer<Float>,
                                         dout: UnsafePointer<Float>, out: UnsafePointer<Float>, scale: UnsafePointer<Float>,
                                         x: UnsafePointer<Float>? = nil, ds: UnsafeMutablePointer<Float>? = nil,
                                         n: Int, c: Int, s: Int, block b: Int) {
@@ -419,7 +462,7 @@ public func blockedScaleAddReLUBackward(dx: UnsafeMutablePointer<Float>, dr: Uns
                     let at = base + i * b + g
                     let d = load8(dout, at).replacing(with: zero, where: load8(out, at) .<= zero)
                     UnsafeMutableRawPointer(dr + at).storeBytes(of: d, as: SIMD8<Float>.self)
-                    UnsafeMutableRawPointer(dx + at).storeBytes(of: d * vs, as: SIMD8<Float>.self)
+                    if let dx { UnsafeMutableRawPointer(dx + at).storeBytes(of: d * vs, as: SIMD8<Float>.self) }
                     return d
                 }
                 if let x, let ds {
@@ -459,6 +502,28 @@ public func blockedAccumulatePlanes(_ acc: UnsafeMutablePointer<Float>, value: U
                 let v = load8(value, p * b + g) * vf
                 for i in 0..<s {
                     UnsafeMutableRawPointer(oo + i * b + g).storeBytes(of: load8(oo, i * b + g) + v, as: SIMD8<Float>.self)
+                }
+            }
+        }
+    }
+}
+
+/// out(n, c, s) = inp(n, c, s) · scale[n·C + c] (+ offset[n·C + c]) on blocked tensors: a
+/// gradient the tape kept as a per-plane scale and offset of another tensor, written out. The
+/// same arithmetic, in the same order, as `blockedScaleAddReLUBackward`'s dx followed by
+/// `blockedAccumulatePlanes` (bit for bit).
+public func blockedPlaneAffine(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, scale: UnsafePointer<Float>,
+                               offset: UnsafePointer<Float>?, n: Int, c: Int, s: Int, block b: Int) {
+    parallelRanges(n * (c / b), costPerItem: s * b) { r in
+        for p in r {
+            let x = inp + p * s * b, o = out + p * s * b
+            for g in stride(from: 0, to: b, by: 8) {
+                let vs = load8(scale, p * b + g)
+                if let offset {
+                    let vo = load8(offset, p * b + g)
+                    for i in 0..<s { UnsafeMutableRawPointer(o + i * b + g).storeBytes(of: load8(x, i * b + g) * vs + vo, as: SIMD8<Float>.self) }
+                } else {
+                    for i in 0..<s { UnsafeMutableRawPointer(o + i * b + g).storeBytes(of: load8(x, i * b + g) * vs, as: SIMD8<Float>.self) }
                 }
             }
         }

@@ -18,6 +18,9 @@ public final class GradientTape {
     struct Entry {
         let inputs: [Int]  // tape indices, −1 for untracked inputs
         let pullback: Pullback?  // nil for leaves
+        /// The pullback reads a gradient kept as a per-plane scale and offset
+        /// (`Tensor.pendingPlaneAffine`) itself; others get it written out.
+        var takesPlaneAffine = false
     }
 
     var entries: [Entry] = []
@@ -68,13 +71,15 @@ public final class GradientTape {
             }
         }
         func gradient(_ x: Tensor) -> Tensor {
-            if let t = x.trace, t.tape == id, let g = grads[t.index] { return g }
+            if let t = x.trace, t.tape == id, let g = grads[t.index] { return g.expandedGradient }
             return Tensor.zeros(x.shape)
         }
         for i in stride(from: entries.count - 1, through: 0, by: -1) {
             defer { if let ready = readyAfter[i] { for k in ready { whenReady!(k, gradient(inputs[k])) } } }
-            guard let g = grads[i], let pullback = entries[i].pullback else { continue }
+            guard var g = grads[i], let pullback = entries[i].pullback else { continue }
             let ins = entries[i].inputs
+            if !entries[i].takesPlaneAffine { g = g.expandedGradient }
+            grads[i] = nil
             let inputGrads = pullback(g, ins.map { $0 >= 0 })
             // The pullback has run: drop it and the activations it saved now, not when the whole
             // backward pass ends (PyTorch frees a node's saved tensors the same way).
@@ -83,7 +88,12 @@ public final class GradientTape {
                 guard let gi else { continue }
                 // Taken out of `grads` first, so that the sum is formed in place when nothing
                 // else holds the buffer (otherwise copy-on-write copied it at every fan-in).
-                if var acc = grads[j].take() { acc.accumulate(gi); grads[j] = acc } else { grads[j] = gi.expandedGradient }
+                if var acc = grads[j].take() {
+                    acc.accumulate(gi)
+                    grads[j] = acc
+                } else {
+                    grads[j] = gi.pendingPlaneAffine != nil ? gi : gi.expandedGradient
+                }
             }
             grads[i] = nil  // free as we go (leaves, which keep theirs, have no pullback)
         }
@@ -94,7 +104,8 @@ public final class GradientTape {
 
     /// Records `out` as produced from `inputs` by an op with the given pullback, when a tape is
     /// recording and at least one input is on it. Ops call this after computing their result.
-    static func record(_ out: inout Tensor, _ inputs: [Tensor], _ pullback: @escaping Pullback) {
+    static func record(_ out: inout Tensor, _ inputs: [Tensor], takesPlaneAffine: Bool = false,
+                       _ pullback: @escaping Pullback) {
         guard let tape = current else { return }
         let id = ObjectIdentifier(tape)
         var any = false
@@ -104,7 +115,7 @@ public final class GradientTape {
         }
         guard any else { return }
         out.trace = (id, tape.entries.count)
-        tape.entries.append(Entry(inputs: idx, pullback: pullback))
+        tape.entries.append(Entry(inputs: idx, pullback: pullback, takesPlaneAffine: takesPlaneAffine))
     }
 
     /// True when an op's result would be recorded (lets ops skip saving what only backward needs).
@@ -119,6 +130,16 @@ extension Tensor {
     /// self += b for equal shapes (gradient accumulation; never recorded), in self's layout.
     mutating func accumulate(_ b: Tensor) {
         trace = nil
+        if let pa = pendingPlaneAffine {
+            if let pb = b.pendingPlaneBroadcast, pb.shape == shape, pb.block == channelBlock {
+                // Added to the offset: no pass over memory at all.
+                var offset = pa.offset ?? [Float](repeating: 0, count: shape[0] * shape[1])
+                b.withUnsafePointer { v in for i in offset.indices { offset[i] += v[i] * pb.scale } }
+                pendingPlaneAffine = (pa.scale, offset)
+                return
+            }
+            self = expandedGradient
+        }
         if let pb = b.pendingPlaneBroadcast, pb.shape == shape, rank == 4 {
             let (n, c, s, block) = (shape[0], shape[1], shape[2] * shape[3], channelBlock)
             withUnsafeMutableStorage { o in b.withUnsafePointer { v in
@@ -134,8 +155,19 @@ extension Tensor {
         withUnsafeMutableStorage { o in b.withUnsafeStorage { Kernels.accumulate(o, $0, n: b.count) } }
     }
 
-    /// A gradient with `pendingPlaneBroadcast` written out in full; any other tensor unchanged.
+    /// A gradient with `pendingPlaneBroadcast` or `pendingPlaneAffine` written out in full; any
+    /// other tensor unchanged.
     var expandedGradient: Tensor {
+        if let pa = pendingPlaneAffine {
+            var t = Tensor(uninitializedShape: shape, channelBlock: channelBlock)
+            t.withUnsafeMutableStorage { o in withUnsafeStorage { x in pa.scale.withUnsafeBufferPointer { sc in
+                optionalArrayPointer(pa.offset) { off in
+                    blockedPlaneAffine(out: o, inp: x, scale: sc.baseAddress!, offset: off,
+                                       n: shape[0], c: shape[1], s: shape[2] * shape[3], block: channelBlock)
+                }
+            } } }
+            return t
+        }
         guard let pb = pendingPlaneBroadcast else { return self }
         var t = self
         t.pendingPlaneBroadcast = nil
@@ -169,4 +201,10 @@ public func valueAndGradient(at inputs: [Tensor], of f: ([Tensor]) -> Tensor) ->
 public func valueAndGradient(at x: Tensor, of f: (Tensor) -> Tensor) -> (value: Tensor, gradient: Tensor) {
     let (v, g) = valueAndGradient(at: [x]) { f($0[0]) }
     return (v, g[0])
+}
+
+/// Calls `body` with the array's elements, or nil.
+func optionalArrayPointer<R>(_ a: [Float]?, _ body: (UnsafePointer<Float>?) -> R) -> R {
+    guard let a else { return body(nil) }
+    return a.withUnsafeBufferPointer { body($0.baseAddress) }
 }

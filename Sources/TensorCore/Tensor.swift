@@ -150,6 +150,13 @@ public struct Tensor: @unchecked Sendable {
     /// writes the broadcast out and one that adds it (the SE squeeze's backward); otherwise it
     /// expands it (`expandedGradient`). No tensor a user sees carries it.
     var pendingPlaneBroadcast: (shape: [Int], scale: Float, block: Int)?
+    /// Set only on a gradient on the tape (never on a tensor a user sees): this N×C×H×W tensor
+    /// (channel-blocked) stands for its stored values times `scale[n·C + c]`, plus
+    /// `offset[n·C + c]` when there is one, per plane. The SE scale's backward gives x's gradient
+    /// this way (dr times the excitation, over dr's own storage) instead of writing it; the tape
+    /// adds the squeeze's per-plane gradient into `offset`; a batch norm's backward reads it as
+    /// it is; any other pullback gets it written out first (`expandedGradient`).
+    var pendingPlaneAffine: (scale: [Float], offset: [Float]?)?
     /// The sums of this N×C×H×W tensor's planes (index n·C + c), in the order a plane sum of
     /// layout `block` forms them, written by the op that produced it (a batch norm in training:
     /// the SE squeeze then reads no more memory). Valid while shape and layout match; any
@@ -246,6 +253,7 @@ public struct Tensor: @unchecked Sendable {
             copy.pointer.update(from: storage.pointer, count: storage.count)
             storage = copy
         }
+        precondition(pendingPlaneAffine == nil, "a gradient kept as a per-plane scale and offset was written to")
         trace = nil
         isRectified = false
         cachedPlaneSums = nil

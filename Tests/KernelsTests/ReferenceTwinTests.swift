@@ -506,6 +506,23 @@ private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
             expectClose(plain(dx), refB.dinp, rtol: tol.rtol, atol: tol.atol, "\(label) dx relu \(relu)")
             expectClose(dg, refB.dweight, rtol: tol.rtol, atol: tol.atol, "\(label) dweight relu \(relu)")
             expectClose(db, refB.dbias, rtol: tol.rtol, atol: tol.atol, "\(label) dbias relu \(relu)")
+            if relu {
+                // The mask recomputed from the input with the forward's scale and shift (what
+                // training does): the reference's gradients, and bit for bit those of the mask read
+                // from the output.
+                var scale = nans(c), shift = nans(c)
+                for ch in 0..<c {
+                    (scale[ch], shift[ch]) = batchNormScaleShift(ch, mean: mean[ch], invStd: invStd[ch], weight: gamma, bias: beta)
+                }
+                var dx2 = nans(count), dg2 = nans(c), db2 = nans(c)
+                batchNormBackwardBlocked(dinp: &dx2, dweight: &dg2, dbias: &db2, dout: dyb, inp: xb, mean: mean, invStd: invStd,
+                                         weight: gamma, n: n, c: c, s: s, block: b, training: true,
+                                         reluScale: scale, reluShift: shift)
+                expectClose(plain(dx2), refB.dinp, rtol: tol.rtol, atol: tol.atol, "\(label) dx, mask recomputed")
+                expectClose(dg2, refB.dweight, rtol: tol.rtol, atol: tol.atol, "\(label) dweight, mask recomputed")
+                expectClose(db2, refB.dbias, rtol: tol.rtol, atol: tol.atol, "\(label) dbias, mask recomputed")
+                #expect(dx2 == dx && dg2 == dg && db2 == db, "\(label) mask recomputed = mask read")
+            }
         }
         let evalInvStd = rv0.map { 1 / ($0 + 1e-5).squareRoot() }
         var dx = nans(count), dg = nans(c), db = nans(c)

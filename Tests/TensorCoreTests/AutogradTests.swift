@@ -188,3 +188,47 @@ struct FusedSEScaleAddReLUTests {
         #expect(gf[2].scalars == expectedDr)
     }
 }
+
+/// In training on blocked activations the fused SE end leaves x's gradient as dr times the
+/// excitation per plane over dr's own storage; the squeeze's gradient joins it as a per-plane
+/// offset, and the batch norm that produced x reads that form directly. Against the composed ops
+/// (each written out in full), the batch norm's three gradients and the residual's must agree bit
+/// for bit, and x's gradient, handed to a caller, must be written out.
+@Suite("SE gradient kept per plane")
+struct SEGradientPerPlaneTests {
+    @Test(arguments: [8, 16])
+    func batchNormReadsTheSEGradientAsItIs(_ block: Int) {
+        let shape = [2, 32, 5, 3]
+        let x = Tensor.randomNormal(shape, seed: 41).inLayout(block)
+        let r = Tensor.randomNormal(shape, seed: 42).inLayout(block)
+        let w = Tensor.randomUniform([32], low: 0.5, high: 1.5, seed: 43), b = Tensor.randomNormal([32], seed: 44)
+        let a = Tensor.randomNormal([2, 32, 1, 1], seed: 45), weights = Tensor.randomNormal(shape, seed: 46)
+        for fuseReLU in [false, true] {
+            func net(_ t: [Tensor], fused: Bool) -> Tensor {
+                var rm = Tensor.zeros([32]), rv = Tensor.ones([32])
+                let y = batchNorm(t[0], weight: t[1], bias: t[2], runningMean: &rm, runningVar: &rv, training: true,
+                                  fusedReLU: fuseReLU)
+                let s = sigmoid(y.mean(axes: [2, 3], keepDims: true) * a)
+                let out = fused ? seScaleAddReLU(y, scale: s, residual: t[3]) : relu(y * s + t[3])
+                return (out * weights).sum()
+            }
+            let (vf, gf) = valueAndGradient(at: [x, w, b, r]) { net($0, fused: true) }
+            let (vc, gc) = valueAndGradient(at: [x, w, b, r]) { net($0, fused: false) }
+            #expect(vf.item == vc.item)
+            for (i, name) in ["x", "weight", "bias", "residual"].enumerated() {
+                #expect(gf[i].shape == gc[i].shape, "\(name)")
+                #expect(gf[i].scalars == gc[i].scalars, "block \(block), relu \(fuseReLU): \(name) gradient differs")
+            }
+        }
+        // The SE block's own input as the caller's variable: its gradient comes back written out.
+        let (_, g) = valueAndGradient(at: [x, r]) { t in
+            let s = sigmoid(t[0].mean(axes: [2, 3], keepDims: true) * a)
+            return (seScaleAddReLU(t[0], scale: s, residual: t[1]) * weights).sum()
+        }
+        let (_, h) = valueAndGradient(at: [x, r]) { t in
+            let s = sigmoid(t[0].mean(axes: [2, 3], keepDims: true) * a)
+            return (relu(t[0] * s + t[1]) * weights).sum()
+        }
+        #expect(g[0].scalars == h[0].scalars && g[1].scalars == h[1].scalars)
+    }
+}

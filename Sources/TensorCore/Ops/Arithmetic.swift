@@ -291,25 +291,37 @@ public func seScaleAddReLU(_ x: Tensor, scale s: Tensor, residual: Tensor) -> Te
     let (xs, ss, result) = (x.detached, s.detached, out.detached)
     GradientTape.record(&out, [x, s, residual]) { g, need in
         let g = g.inLayout(block)
-        var dx = Tensor(uninitializedShape: xs.shape, channelBlock: block)
+        // Blocked: x's gradient is dr times the scale per plane, which the tape keeps in that
+        // form over dr's storage (`pendingPlaneAffine`: the squeeze's gradient joins it without a
+        // pass, and a batch norm's backward reads it as it is) instead of this pass writing it.
+        let lazy = block > 1
+        var dx: Tensor? = need[0] && !lazy ? Tensor(uninitializedShape: xs.shape, channelBlock: block) : nil
         var dr = Tensor(uninitializedShape: xs.shape, channelBlock: block)
         // The scale's gradient, Σ dr · x per plane, in the same pass when it is needed.
         var ds: Tensor? = need[1] ? Tensor(uninitializedShape: ss.shape) : nil
-        dx.withUnsafeMutableStorage { pdx in dr.withUnsafeMutableStorage { pdr in
+        optionalMutableStorage(&dx) { pdx in dr.withUnsafeMutableStorage { pdr in
             g.withUnsafeStorage { pg in result.withUnsafeStorage { po in ss.withUnsafePointer { ps in xs.withUnsafeStorage { px in
                 optionalMutablePointer(&ds) { pds in
                     let x = pds == nil ? nil : px
                     if block > 1 {
-                        blockedScaleAddReLUBackward(dx: pdx, dr: pdr, dout: pg, out: po, scale: ps, x: x, ds: pds,
-                                                    n: n, c: c, s: size, block: block)
+                        blockedScaleAddReLUBackward(dx: pdx, dr: pdr, dout: pg, out: po, scale: ps,
+                                                    x: x, ds: pds, n: n, c: c, s: size, block: block)
                     } else {
-                        scaleAddReLUBackwardPlanes(dx: pdx, dr: pdr, dout: pg, out: po, s: ps, x: x, ds: pds,
-                                                   planes: planes, size: size)
+                        // (NCHW: dx is always written, even when not needed.)
+                        var scratch = pdx == nil ? [Float](repeating: 0, count: planes * size) : []
+                        scratch.withUnsafeMutableBufferPointer { sb in
+                            scaleAddReLUBackwardPlanes(dx: pdx ?? sb.baseAddress!, dr: pdr, dout: pg, out: po, s: ps, x: x,
+                                                       ds: pds, planes: planes, size: size)
+                        }
                     }
                 }
             } } } }
         } }
-        return [need[0] ? dx : nil, ds, need[2] ? dr : nil]
+        if lazy && need[0] {
+            dx = dr
+            dx!.pendingPlaneAffine = (ss.scalars, nil)
+        }
+        return [dx, ds, need[2] ? dr : nil]
     }
     return out
 }

@@ -154,8 +154,15 @@ private func normalize(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean:
     let xs = x.detached, ws = weight?.detached, bs = bias?.detached
     let hasW = weight != nil
     let syncReducer = training ? reducer : nil, syncCount = count
-    let reluOutput: Tensor? = relu ? out.detached : nil  // the ReLU's mask for backward
-    GradientTape.record(&out, inputs) { g, need in
+    // The ReLU's mask for backward: on blocked activations recomputed from x with the forward's
+    // scale and shift (one stream of memory fewer to read), otherwise read from the output.
+    let reluOutput: Tensor? = relu && block == 1 ? out.detached : nil
+    GradientTape.record(&out, inputs, takesPlaneAffine: true) { g, need in
+        // A gradient kept as a per-plane scale and offset of another tensor (the SE scale's) is
+        // read as it is by the blocked kernels, and written out for the others.
+        var g = g
+        let affine = g.pendingPlaneAffine
+        if affine != nil && (syncReducer != nil || block == 1 || g.channelBlock != block) { g = g.expandedGradient }
         var dx: Tensor? = need[0] ? Tensor(uninitializedShape: xs.shape, channelBlock: block) : nil
         var dw = Tensor(uninitializedShape: [c]), db = Tensor(uninitializedShape: [c])
         if let syncReducer {
@@ -195,12 +202,26 @@ private func normalize(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean:
             } } } }
         } else if block > 1 {
             let g = g.inLayout(block)
+            var reluScale = [Float](), reluShift = [Float]()
+            if relu {
+                mean.withUnsafePointer { pm in invStd.withUnsafePointer { pi in optionalPointer(ws) { pw in optionalPointer(bs) { pb in
+                    for ch in 0..<c {
+                        let (sc, sh) = batchNormScaleShift(ch, mean: pm[ch], invStd: pi[ch], weight: pw, bias: pb)
+                        reluScale.append(sc)
+                        reluShift.append(sh)
+                    }
+                } } } }
+            }
             g.withUnsafeStorage { pg in xs.withUnsafeStorage { px in mean.withUnsafePointer { pm in invStd.withUnsafePointer { pi in
                 optionalPointer(ws) { pw in dw.withUnsafeMutablePointer { pdw in db.withUnsafeMutablePointer { pdb in
-                    optionalMutableStorage(&dx) { pdx in optionalStorage(reluOutput) { mask in
-                        batchNormBackwardBlocked(dinp: pdx, dweight: pdw, dbias: pdb, dout: pg, inp: px, mean: pm, invStd: pi,
-                                                 weight: pw, n: n, c: c, s: s, block: block, training: training, reluOutput: mask)
-                    } }
+                    optionalMutableStorage(&dx) { pdx in reluScale.withUnsafeBufferPointer { rs in reluShift.withUnsafeBufferPointer { rb in
+                        optionalArrayPointer(g.pendingPlaneAffine?.scale) { dsc in optionalArrayPointer(g.pendingPlaneAffine?.offset) { dof in
+                            batchNormBackwardBlocked(dinp: pdx, dweight: pdw, dbias: pdb, dout: pg, inp: px, mean: pm, invStd: pi,
+                                                     weight: pw, n: n, c: c, s: s, block: block, training: training,
+                                                     reluScale: relu ? rs.baseAddress : nil, reluShift: relu ? rb.baseAddress : nil,
+                                                     doutScale: dsc, doutOffset: dof)
+                        } }
+                    } } }
                 } } }
             } } } }
         } else {
