@@ -205,3 +205,33 @@ public func checkCase(_ fx: Fixture, _ c: String, output: Tensor, outputName: St
                     "\(c) \(name)", sourceLocation: sourceLocation)
     }
 }
+
+/// `<temporary folder>/<prefix>-<pid>`: this test process's scratch folder, created on first use
+/// and removed, with everything in it, when the process exits (the suite writes about 300 MB of
+/// checkpoints and images there per run). SENET_KEEP_TEST_FILES=1 keeps them for inspection.
+public func processScratchDirectory(_ prefix: String) -> URL {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(getpid())")
+    ScratchDirectories.register(dir.path)
+    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    return dir
+}
+
+private enum ScratchDirectories {
+    nonisolated(unsafe) static var paths: Set<String> = []
+    static let lock = NSLock()
+
+    static func register(_ path: String) {
+        guard ProcessInfo.processInfo.environment["SENET_KEEP_TEST_FILES"] != "1" else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        if paths.isEmpty { atexit { ScratchDirectories.removeAll() } }
+        paths.insert(path)
+    }
+
+    static func removeAll() {
+        lock.lock()
+        let all = paths
+        lock.unlock()
+        for p in all { try? FileManager.default.removeItem(atPath: p) }
+    }
+}

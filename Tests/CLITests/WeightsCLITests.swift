@@ -8,9 +8,7 @@ import Checkpoints
 import TensorCore
 
 func temporaryPath(_ name: String) -> String {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("senet-cli-\(getpid())")
-    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    return dir.appendingPathComponent(name).path
+    processScratchDirectory("senet-cli").appendingPathComponent(name).path
 }
 
 @Suite("senet weights commands")

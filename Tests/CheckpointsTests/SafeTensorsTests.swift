@@ -90,7 +90,7 @@ struct SafeTensorsTests {
     @Test func stateDictRoundTripIsByteIdentical() throws {
         let a = try ModelRegistry.create("seresnet20", ModelOptions(seed: 1))
         let b = try ModelRegistry.create("seresnet20", ModelOptions(seed: 2))
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("roundtrip-\(getpid()).safetensors")
+        let url = processScratchDirectory("senet-checkpoints").appendingPathComponent("roundtrip.safetensors")
         defer { try? FileManager.default.removeItem(at: url) }
         try SafeTensors.write(a.stateDict(metadata: ["model": "seresnet20"]), to: url)
         let first = try Data(contentsOf: url)

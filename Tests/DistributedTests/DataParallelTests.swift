@@ -85,7 +85,7 @@ struct DataParallelTests {
 
 /// An empty directory `name` under this test process's temporary folder.
 func freshDirectory(_ name: String) throws -> String {
-    let d = FileManager.default.temporaryDirectory.appendingPathComponent("senet-distributed-\(getpid())/\(name)").path
+    let d = processScratchDirectory("senet-distributed").appendingPathComponent(name).path
     try? FileManager.default.removeItem(atPath: d)
     try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
     return d

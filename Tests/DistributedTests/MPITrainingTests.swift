@@ -238,5 +238,5 @@ struct MPITrainingTests {
 
 /// The path `freshDirectory(name)` made.
 func temporaryDirectory(_ name: String) -> String {
-    FileManager.default.temporaryDirectory.appendingPathComponent("senet-distributed-\(getpid())/\(name)").path
+    processScratchDirectory("senet-distributed").appendingPathComponent(name).path
 }
