@@ -94,6 +94,7 @@ def acceptance(args, rounds):
             eager = [p for p in peers(w, args.threads, 5, only="eager") if "error" not in p]
             if eager:
                 add((w, "eager"), eager[0]["images_per_second"])
+    acceptance.raw = r  # every round's figure, for --raw
     m = {k: statistics.median(v) for k, v in r.items()}
     mib = lambda b: f"{b / 2**20:.0f} MiB"
     lines = ["", "### SE overhead, memory and efficiency", "",
@@ -125,6 +126,8 @@ def main():
     ap.add_argument("--machine", default="")
     ap.add_argument("--senet-bench", default="", help="senet-bench executable (default: next to --senet)")
     ap.add_argument("--no-acceptance", action="store_true", help="skip the SE overhead / memory / efficiency checks")
+    ap.add_argument("--raw", default="bench-out/models.json",
+                    help="where every round's figures are written as JSON (the tables show medians); '' for nowhere")
     args = ap.parse_args()
     if not args.senet_bench:
         args.senet_bench = os.path.join(os.path.dirname(args.senet), "senet-bench")
@@ -168,6 +171,15 @@ def main():
         lines += acceptance(args, args.rounds)
     section = "\n".join(lines) + "\n"
     print(section)
+    if args.raw:
+        key = lambda k: k if isinstance(k, str) else "/".join(k)
+        raw = {"machine": args.machine, "threads": args.threads, "rounds": args.rounds,
+               "images_per_second": {key(k): v for k, v in results.items()},
+               "errors": {key(k): v for k, v in errors.items()},
+               "acceptance": {key(k): v for k, v in getattr(acceptance, "raw", {}).items()}}
+        os.makedirs(os.path.dirname(args.raw) or ".", exist_ok=True)
+        with open(args.raw, "w") as f:
+            json.dump(raw, f, indent=1)
     text = open(args.out).read() if os.path.exists(args.out) else "# Performance\n\n"
     # A line that is exactly the section's heading (the notes have a "### Whole networks: …").
     if re.search(r"^## Whole networks$", text, flags=re.M):
