@@ -160,11 +160,14 @@ public final class Trainer {
             meta["train.step"] = "\(step)"
             meta["train.global_step"] = "\(globalStep)"
             meta["train.best_top1"] = "\(best)"
-            meta["train.options"] = String(decoding: try JSONEncoder().encode(options), as: UTF8.self)
-            meta["train.sums"] = String(decoding: try JSONEncoder().encode(sums), as: UTF8.self)
+            // Keys sorted: the same state gives the same bytes (Swift's key order varies by process).
+            let json = JSONEncoder()
+            json.outputFormatting = [.sortedKeys]
+            meta["train.options"] = String(decoding: try json.encode(options), as: UTF8.self)
+            meta["train.sums"] = String(decoding: try json.encode(sums), as: UTF8.self)
             var rng: [String: [String]] = [:]
             for (path, d) in dropoutLayers() { rng[path] = d.generatorState.map(String.init) }
-            meta["train.rng"] = String(decoding: try JSONEncoder().encode(rng), as: UTF8.self)
+            meta["train.rng"] = String(decoding: try json.encode(rng), as: UTF8.self)
             if let parallel { meta["train.processes"] = "\(parallel.size)\(parallel.syncBatchNorm ? ", sync-bn" : "")" }
         }
         state.metadata = meta

@@ -55,7 +55,8 @@ struct TrainCLITests {
     @Test func killedMidEpochThenResumedEqualsUninterrupted() throws {
         try requireFashionMNIST()
         let a = try freshDirectory("uninterrupted"), b = try freshDirectory("killed")
-        let (status, _, err) = try runSenet(Self.args(a))
+        // The same options as the killed run (they are part of the checkpoint's metadata).
+        let (status, _, err) = try runSenet(Self.args(a) + ["--checkpoint-every", "4"])
         #expect(status == 0, "\(err)")
         // The second run checkpoints every 4 steps; kill -9 it once its second epoch is under way.
         let p = try startSenet(Self.args(b) + ["--checkpoint-every", "4"], dir: b)
@@ -78,6 +79,12 @@ struct TrainCLITests {
         #expect(ta.count == tb.count && ta.count > 0)
         let differing = ta.keys.filter { ta[$0] != tb[$0] }
         #expect(differing.isEmpty, "killed at epoch \(killedAt["train.epoch"] ?? "?") step \(killedAt["train.step"] ?? "?"); differing: \(differing.prefix(5))")
+        // The whole checkpoint, training state and metadata included, byte for byte.
+        let (fa, fb) = (try Data(contentsOf: URL(fileURLWithPath: a + "/last.safetensors")),
+                        try Data(contentsOf: URL(fileURLWithPath: b + "/last.safetensors")))
+        let (metaA, metaB) = (try SafeTensors.read(URL(fileURLWithPath: a + "/last.safetensors")).metadata,
+                              try SafeTensors.read(URL(fileURLWithPath: b + "/last.safetensors")).metadata)
+        #expect(fa == fb, "last.safetensors differs; metadata \(metaA) vs \(metaB)")
         // The metrics file has each epoch once, with the same numbers.
         let ma = try String(contentsOfFile: a + "/metrics.jsonl", encoding: .utf8)
         let mb = try String(contentsOfFile: b + "/metrics.jsonl", encoding: .utf8)
