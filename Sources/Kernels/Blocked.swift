@@ -240,10 +240,6 @@ public func blockedAffine(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<F
 @inline(__always)
 func affine8(_ x: SIMD8<Float>, _ scale: SIMD8<Float>, _ shift: SIMD8<Float>) -> SIMD8<Float> { x * scale + shift }
 
-/// The fused ReLU of a batch norm's backward: dout is zeroed where the forward's output was not
-/// positive. That is read from the output itself (`reluOutput`), or, with `reluScale` and
-/// `reluShift` (the forward's per-channel scale and shift, `blockedAffine`'s), recomputed from the
-/// input the kernel reads anyway: the same lanes, one stream of memory fewer.
 /// A batch norm backward's incoming gradient: dout itself, or dout·scale + offset with one scale
 /// and offset per plane (index n·C + c; a gradient the tape kept in that form, see
 /// `Tensor.pendingPlaneAffine`), in `blockedPlaneAffine`'s arithmetic.
@@ -254,6 +250,10 @@ func planeAffine(_ dv: SIMD8<Float>, _ vsc: SIMD8<Float>?, _ vof: SIMD8<Float>?)
     return dv * vsc
 }
 
+/// The fused ReLU of a batch norm's backward: dout is zeroed where the forward's output was not
+/// positive. That is read from the output itself (`reluOutput`), or, with `reluScale` and
+/// `reluShift` (the forward's per-channel scale and shift, `blockedAffine`'s), recomputed from the
+/// input the kernel reads anyway: the same lanes, one stream of memory fewer.
 @inline(__always)
 func reluMasked(_ dv: SIMD8<Float>, output mk: UnsafePointer<Float>?, _ i: Int, x xv: SIMD8<Float>,
                 scale vs: SIMD8<Float>?, shift vb: SIMD8<Float>?) -> SIMD8<Float> {
@@ -376,7 +376,7 @@ public func batchNormBackwardBlocked(dinp: UnsafeMutablePointer<Float>?, dweight
     batchNormBackwardInputBlocked(dinp: dinp, dout: dout, inp: inp, mean: mean, invStd: invStd, weight: weight,
                                   sumDout: sdy, sumDoutCentered: sdyx, count: n * s, n: n, c: c, s: s, block: b,
                                   training: training, reluOutput: mask, reluScale: reluScale, reluShift: reluShift,
-                                 doutScale: doutScale, doutOffset: doutOffset)
+                                  doutScale: doutScale, doutOffset: doutOffset)
 }
 
 // MARK: The SE block's squeeze and scale

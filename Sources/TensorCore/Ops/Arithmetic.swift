@@ -295,7 +295,7 @@ public func seScaleAddReLU(_ x: Tensor, scale s: Tensor, residual: Tensor) -> Te
         // form over dr's storage (`pendingPlaneAffine`: the squeeze's gradient joins it without a
         // pass, and a batch norm's backward reads it as it is) instead of this pass writing it.
         let lazy = block > 1
-        var dx: Tensor? = need[0] && !lazy ? Tensor(uninitializedShape: xs.shape, channelBlock: block) : nil
+        var dx: Tensor? = lazy ? nil : Tensor(uninitializedShape: xs.shape, channelBlock: block)
         var dr = Tensor(uninitializedShape: xs.shape, channelBlock: block)
         // The scale's gradient, Σ dr · x per plane, in the same pass when it is needed.
         var ds: Tensor? = need[1] ? Tensor(uninitializedShape: ss.shape) : nil
@@ -307,21 +307,17 @@ public func seScaleAddReLU(_ x: Tensor, scale s: Tensor, residual: Tensor) -> Te
                         blockedScaleAddReLUBackward(dx: pdx, dr: pdr, dout: pg, out: po, scale: ps,
                                                     x: x, ds: pds, n: n, c: c, s: size, block: block)
                     } else {
-                        // (NCHW: dx is always written, even when not needed.)
-                        var scratch = pdx == nil ? [Float](repeating: 0, count: planes * size) : []
-                        scratch.withUnsafeMutableBufferPointer { sb in
-                            scaleAddReLUBackwardPlanes(dx: pdx ?? sb.baseAddress!, dr: pdr, dout: pg, out: po, s: ps, x: x,
-                                                       ds: pds, planes: planes, size: size)
-                        }
+                        scaleAddReLUBackwardPlanes(dx: pdx!, dr: pdr, dout: pg, out: po, s: ps, x: x, ds: pds,
+                                                   planes: planes, size: size)
                     }
                 }
             } } } }
         } }
-        if lazy && need[0] {
+        if lazy {
             dx = dr
             dx!.pendingPlaneAffine = (ss.scalars, nil)
         }
-        return [dx, ds, need[2] ? dr : nil]
+        return [need[0] ? dx : nil, ds, need[2] ? dr : nil]
     }
     return out
 }

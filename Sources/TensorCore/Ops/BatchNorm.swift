@@ -161,8 +161,9 @@ private func normalize(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean:
         // A gradient kept as a per-plane scale and offset of another tensor (the SE scale's) is
         // read as it is by the blocked kernels, and written out for the others.
         var g = g
-        let affine = g.pendingPlaneAffine
-        if affine != nil && (syncReducer != nil || block == 1 || g.channelBlock != block) { g = g.expandedGradient }
+        if g.pendingPlaneAffine != nil && (syncReducer != nil || block == 1 || g.channelBlock != block) {
+            g = g.expandedGradient
+        }
         var dx: Tensor? = need[0] ? Tensor(uninitializedShape: xs.shape, channelBlock: block) : nil
         var dw = Tensor(uninitializedShape: [c]), db = Tensor(uninitializedShape: [c])
         if let syncReducer {
