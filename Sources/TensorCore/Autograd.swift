@@ -79,7 +79,7 @@ public final class GradientTape {
             guard var g = grads[i], let pullback = entries[i].pullback else { continue }
             let ins = entries[i].inputs
             if !entries[i].takesPlaneAffine { g = g.expandedGradient }
-            grads[i] = nil
+            grads[i] = nil  // free as we go (leaves, which keep theirs, have no pullback)
             let inputGrads = pullback(g, ins.map { $0 >= 0 })
             // The pullback has run: drop it and the activations it saved now, not when the whole
             // backward pass ends (PyTorch frees a node's saved tensors the same way).
@@ -95,7 +95,6 @@ public final class GradientTape {
                     grads[j] = gi.pendingPlaneAffine != nil ? gi : gi.expandedGradient
                 }
             }
-            grads[i] = nil  // free as we go (leaves, which keep theirs, have no pullback)
         }
         for k in unconsumed { whenReady!(k, gradient(inputs[k])) }
         entries.removeAll()
