@@ -16,7 +16,9 @@ let package = Package(
     targets: [
         // oneDNN (Debian libdnnl-dev 2.6.x). No pkg-config file ships, so the module map links `dnnl`.
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
-        .target(name: "Kernels", dependencies: ["CDNNL"]),
+        // Streaming (non-temporal) stores, which Swift cannot spell: inline C, inlined into Kernels.
+        .target(name: "CStreamingStore", path: "Sources/CStreamingStore"),
+        .target(name: "Kernels", dependencies: ["CDNNL", "CStreamingStore"]),
         .target(name: "TensorCore", dependencies: ["Kernels"]),
         .target(name: "NN", dependencies: ["TensorCore"]),
         .target(name: "Models", dependencies: ["NN", "TensorCore"]),

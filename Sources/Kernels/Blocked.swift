@@ -99,6 +99,49 @@ func runSums(_ s: Int, _ term: (Int) -> SIMD8<Float>) -> SIMD8<Double> {
     return total
 }
 
+/// Runs `step(constants, g, i)` for every position i of one block plane and every group of 8
+/// channels g (0, 8, … < b), with `setup(g)` giving a group's constants. With 16-channel blocks the
+/// two groups of a position run together, so that the 64-byte cache line at position i is written
+/// whole before the next one (what streaming stores need); otherwise group by group.
+@inline(__always)
+func forEachLine<C>(_ s: Int, _ b: Int, _ setup: (Int) -> C, _ step: (C, Int, Int) -> Void) {
+    if b == 16 {
+        let c0 = setup(0), c1 = setup(8)
+        for i in 0..<s { step(c0, 0, i); step(c1, 8, i) }
+    } else {
+        for g in stride(from: 0, to: b, by: 8) {
+            let cg = setup(g)
+            for i in 0..<s { step(cg, g, i) }
+        }
+    }
+}
+
+/// `forEachLine` whose step returns a term to sum: `total(g, Σ_i term)` per group, each lane's sum
+/// formed exactly as `runSums` forms it (runs of 64 positions in Float, the runs in Double).
+@inline(__always)
+func forEachLineSums<C>(_ s: Int, _ b: Int, _ setup: (Int) -> C, _ term: (C, Int, Int) -> SIMD8<Float>,
+                        total: (Int, SIMD8<Double>) -> Void) {
+    if b == 16 {
+        let c0 = setup(0), c1 = setup(8)
+        var t0 = SIMD8<Double>(repeating: 0), t1 = t0
+        var i = 0
+        while i < s {
+            let end = min(i + 64, s)
+            var a0 = SIMD8<Float>(repeating: 0), a1 = a0
+            while i < end { a0 += term(c0, 0, i); a1 += term(c1, 8, i); i += 1 }
+            t0 += SIMD8<Double>(a0)
+            t1 += SIMD8<Double>(a1)
+        }
+        total(0, t0)
+        total(8, t1)
+    } else {
+        for g in stride(from: 0, to: b, by: 8) {
+            let cg = setup(g)
+            total(g, runSums(s) { term(cg, g, $0) })
+        }
+    }
+}
+
 /// Adds Σ_s x[s·B + j] (j = 0..<B) of one block plane to `sums[j]`.
 @inline(__always)
 func blockPlaneSums(_ x: UnsafePointer<Float>, _ s: Int, _ b: Int, into sums: UnsafeMutablePointer<Double>) {
@@ -209,27 +252,30 @@ public func batchNormTrainForwardBlocked(out: UnsafeMutablePointer<Float>, saveM
 /// sums (bit for bit): the SE squeeze of a batch norm's output, in the pass that writes it.
 public func blockedAffine(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, scale: UnsafePointer<Float>,
                           shift: UnsafePointer<Float>, n: Int, c: Int, s: Int, block b: Int, relu: Bool = false,
-                          planeSums: UnsafeMutablePointer<Float>? = nil) {
+                          planeSums: UnsafeMutablePointer<Float>? = nil, stores policy: OutputStorePolicy = .automatic) {
     let cb = c / b
     let zero = SIMD8<Float>(repeating: 0)
+    let stores = OutputStores(out, count: n * c * s, policy)
     parallelRanges(n * cb, costPerItem: s * b) { r in
+        defer { stores.finish() }
         for p in r {
             let k = p % cb
             let x = inp + p * s * b, o = out + p * s * b
-            for g in stride(from: 0, to: b, by: 8) {
-                let vs = load8(scale, k * b + g), vb = load8(shift, k * b + g)
-                @inline(__always) func step(_ i: Int) -> SIMD8<Float> {
-                    var v = affine8(load8(x, i * b + g), vs, vb)
-                    if relu { v = clampBelow(v, zero) }
-                    UnsafeMutableRawPointer(o + i * b + g).storeBytes(of: v, as: SIMD8<Float>.self)
-                    return v
-                }
-                if let planeSums {
-                    let total = runSums(s, step)
+            @inline(__always) func setup(_ g: Int) -> (SIMD8<Float>, SIMD8<Float>) {
+                (load8(scale, k * b + g), load8(shift, k * b + g))
+            }
+            @inline(__always) func step(_ vsb: (SIMD8<Float>, SIMD8<Float>), _ g: Int, _ i: Int) -> SIMD8<Float> {
+                var v = affine8(load8(x, i * b + g), vsb.0, vsb.1)
+                if relu { v = clampBelow(v, zero) }
+                stores.store(v, at: o + i * b + g)
+                return v
+            }
+            if let planeSums {
+                forEachLineSums(s, b, setup, step) { g, total in
                     for j in 0..<8 { planeSums[p * b + g + j] = Float(total[j]) }
-                } else {
-                    for i in 0..<s { _ = step(i) }
                 }
+            } else {
+                forEachLine(s, b, setup) { _ = step($0, $1, $2) }
             }
         }
     }
@@ -322,7 +368,8 @@ public func batchNormBackwardInputBlocked(dinp: UnsafeMutablePointer<Float>, dou
                                           n: Int, c: Int, s: Int, block b: Int, training: Bool = true,
                                           reluOutput mask: UnsafePointer<Float>? = nil,
                                           reluScale: UnsafePointer<Float>? = nil, reluShift: UnsafePointer<Float>? = nil,
-                                          doutScale: UnsafePointer<Float>? = nil, doutOffset: UnsafePointer<Float>? = nil) {
+                                          doutScale: UnsafePointer<Float>? = nil, doutOffset: UnsafePointer<Float>? = nil,
+                                          stores policy: OutputStorePolicy = .automatic) {
     let cb = c / b
     var coef = [Float](repeating: 0, count: 3 * c)
     for ch in 0..<c {
@@ -331,24 +378,26 @@ public func batchNormBackwardInputBlocked(dinp: UnsafeMutablePointer<Float>, dou
         coef[c + ch] = training ? Float(sumDout[ch] / Double(m)) : 0
         coef[2 * c + ch] = training ? Float(sumDoutCentered[ch] / Double(m)) * istd * istd : 0
     }
+    let stores = OutputStores(dinp, count: n * c * s, policy)
     coef.withUnsafeBufferPointer { cf in
         let coef = cf.baseAddress!
         parallelRanges(n * cb, costPerItem: s * b) { r in
+            defer { stores.finish() }
             for p in r {
                 let k = p % cb
                 let d = dout + p * s * b, x = inp + p * s * b, o = dinp + p * s * b, mk = mask.map { $0 + p * s * b }
-                for g in stride(from: 0, to: b, by: 8) {
+                forEachLine(s, b, { g in
                     let ch = k * b + g
-                    let vg = load8(coef, ch), v1 = load8(coef, c + ch), v2 = load8(coef, 2 * c + ch), vm = load8(mean, ch)
-                    let vs = reluScale.map { load8($0, ch) }, vb = reluShift.map { load8($0, ch) }
-                    let vsc = doutScale.map { load8($0, p * b + g) }, vof = doutOffset.map { load8($0, p * b + g) }
-                    for i in 0..<s {
-                        let xv = load8(x, i * b + g)
-                        let dv = reluMasked(planeAffine(load8(d, i * b + g), vsc, vof), output: mk, i * b + g, x: xv,
-                                            scale: vs, shift: vb)
-                        let v = training ? vg * (dv - v1 - (xv - vm) * v2) : dv * vg
-                        UnsafeMutableRawPointer(o + i * b + g).storeBytes(of: v, as: SIMD8<Float>.self)
-                    }
+                    return (load8(coef, ch), load8(coef, c + ch), load8(coef, 2 * c + ch), load8(mean, ch),
+                            reluScale.map { load8($0, ch) }, reluShift.map { load8($0, ch) },
+                            doutScale.map { load8($0, p * b + g) }, doutOffset.map { load8($0, p * b + g) })
+                }) { cg, g, i in
+                    let (vg, v1, v2, vm, vs, vb, vsc, vof) = cg
+                    let xv = load8(x, i * b + g)
+                    let dv = reluMasked(planeAffine(load8(d, i * b + g), vsc, vof), output: mk, i * b + g, x: xv,
+                                        scale: vs, shift: vb)
+                    let v = training ? vg * (dv - v1 - (xv - vm) * v2) : dv * vg
+                    stores.store(v, at: o + i * b + g)
                 }
             }
         }
@@ -427,17 +476,17 @@ public func blockedScalePlanes(out: UnsafeMutablePointer<Float>, x: UnsafePointe
 
 /// `scaleAddReLUPlanes` on blocked x, residual and out: out = max(x · scale[n·C + c] + r, 0).
 public func blockedScaleAddReLU(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, scale: UnsafePointer<Float>,
-                                residual: UnsafePointer<Float>, n: Int, c: Int, s: Int, block b: Int) {
+                                residual: UnsafePointer<Float>, n: Int, c: Int, s: Int, block b: Int,
+                                stores policy: OutputStorePolicy = .automatic) {
     let zero = SIMD8<Float>(repeating: 0)
+    let stores = OutputStores(out, count: n * c * s, policy)
     parallelRanges(n * (c / b), costPerItem: 3 * s * b) { r in
+        defer { stores.finish() }
         for p in r {
             let xo = x + p * s * b, ro = residual + p * s * b, oo = out + p * s * b
-            for g in stride(from: 0, to: b, by: 8) {
-                let vs = load8(scale, p * b + g)
-                for i in 0..<s {
-                    let v = clampBelow(load8(xo, i * b + g) * vs + load8(ro, i * b + g), zero)
-                    UnsafeMutableRawPointer(oo + i * b + g).storeBytes(of: v, as: SIMD8<Float>.self)
-                }
+            forEachLine(s, b, { load8(scale, p * b + $0) }) { vs, g, i in
+                let v = clampBelow(load8(xo, i * b + g) * vs + load8(ro, i * b + g), zero)
+                stores.store(v, at: oo + i * b + g)
             }
         }
     }
@@ -451,26 +500,28 @@ public func blockedScaleAddReLU(out: UnsafeMutablePointer<Float>, x: UnsafePoint
 public func blockedScaleAddReLUBackward(dx: UnsafeMutablePointer<Float>?, dr: UnsafeMutablePointer<Float>,
                                         dout: UnsafePointer<Float>, out: UnsafePointer<Float>, scale: UnsafePointer<Float>,
                                         x: UnsafePointer<Float>? = nil, ds: UnsafeMutablePointer<Float>? = nil,
-                                        n: Int, c: Int, s: Int, block b: Int) {
+                                        n: Int, c: Int, s: Int, block b: Int, stores policy: OutputStorePolicy = .automatic) {
     let zero = SIMD8<Float>(repeating: 0)
+    let drStores = OutputStores(dr, count: n * c * s, policy)
+    let dxStores = dx.map { OutputStores($0, count: n * c * s, policy) }
     parallelRanges(n * (c / b), costPerItem: (x == nil ? 2 : 3) * s * b) { r in
+        defer { drStores.finish(); dxStores?.finish() }
         for p in r {
             let base = p * s * b
-            for g in stride(from: 0, to: b, by: 8) {
-                let vs = load8(scale, p * b + g)
-                @inline(__always) func step(_ i: Int) -> SIMD8<Float> {
-                    let at = base + i * b + g
-                    let d = load8(dout, at).replacing(with: zero, where: load8(out, at) .<= zero)
-                    UnsafeMutableRawPointer(dr + at).storeBytes(of: d, as: SIMD8<Float>.self)
-                    if let dx { UnsafeMutableRawPointer(dx + at).storeBytes(of: d * vs, as: SIMD8<Float>.self) }
-                    return d
-                }
-                if let x, let ds {
-                    let total = runSums(s) { i in step(i) * load8(x, base + i * b + g) }
+            @inline(__always) func setup(_ g: Int) -> SIMD8<Float> { load8(scale, p * b + g) }
+            @inline(__always) func step(_ vs: SIMD8<Float>, _ g: Int, _ i: Int) -> SIMD8<Float> {
+                let at = base + i * b + g
+                let d = load8(dout, at).replacing(with: zero, where: load8(out, at) .<= zero)
+                drStores.store(d, at: dr + at)
+                if let dx, let dxStores { dxStores.store(d * vs, at: dx + at) }
+                return d
+            }
+            if let x, let ds {
+                forEachLineSums(s, b, setup, { vs, g, i in step(vs, g, i) * load8(x, base + i * b + g) }) { g, total in
                     for j in 0..<8 { ds[p * b + g + j] = Float(total[j]) }
-                } else {
-                    for i in 0..<s { _ = step(i) }
                 }
+            } else {
+                forEachLine(s, b, setup) { _ = step($0, $1, $2) }
             }
         }
     }

@@ -8,7 +8,7 @@ import Testing
 import _TestSupport
 
 /// n values uniform in [offset − scale, offset + scale) from a 64-bit LCG (Knuth's MMIX constants).
-private func randoms(_ n: Int, seed: UInt64, scale: Float = 1, offset: Float = 0) -> [Float] {
+func randoms(_ n: Int, seed: UInt64, scale: Float = 1, offset: Float = 0) -> [Float] {
     var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
     return (0..<n).map { _ in
         state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
@@ -16,7 +16,7 @@ private func randoms(_ n: Int, seed: UInt64, scale: Float = 1, offset: Float = 0
     }
 }
 
-private func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
+func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
 
 @Suite struct ReferenceTwinTests {
     // MARK: Convolution
