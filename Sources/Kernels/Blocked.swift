@@ -183,6 +183,24 @@ func blockedChannelReduce(n: Int, c: Int, s: Int, b: Int, out: UnsafeMutablePoin
 
 // MARK: Batch normalisation
 
+/// Tensors of at least this many bytes (SENET_BN_BLOCK_MAJOR_MIN_BYTES; default 16 MiB, half this
+/// machine's L3 cache) get batch norms that run channel block by channel block.
+public let blockMajorMinBytes: Int = {
+    if let s = ProcessInfo.processInfo.environment["SENET_BN_BLOCK_MAJOR_MIN_BYTES"], let v = Int(s) { return v < 0 ? .max : v }
+    return 16 << 20
+}()
+
+/// Whether a batch norm over a blocked N×C×S tensor runs channel block by channel block: all
+/// phases on one block's N planes before the next block's, the blocks spread over the threads.
+/// A tensor larger than the cache is then read from memory once per direction, and its later
+/// phases find a block's planes (N·S·B floats, 3.2 MB in SE-ResNet-50's first stage at batch 16)
+/// still in the cache; phase by phase, each phase reads the whole tensor from memory again.
+/// Needs enough channel blocks to keep every thread busy.
+@inline(__always)
+func channelBlockMajor(n: Int, c: Int, s: Int, b: Int) -> Bool {
+    c / b >= 2 * kernelThreads && n * c * s * MemoryLayout<Float>.size >= blockMajorMinBytes
+}
+
 // In phases, as SyncBatchNorm.swift, so that the synchronised batch norm (sums combined across
 // processes between the phases) and the plain one are the same arithmetic: with one process they
 // agree bit for bit.
@@ -225,14 +243,53 @@ public func batchNormApplyStatisticsBlocked(out: UnsafeMutablePointer<Float>, sa
 }
 
 /// `batchNormTrainForward` on a blocked tensor (same formulas: batch mean, biased variance for
-/// normalising, unbiased for the running variance; optional fused ReLU): the three phases.
+/// normalising, unbiased for the running variance; optional fused ReLU): the three phases. On a
+/// large tensor they run channel block by channel block (`channelBlockMajor`), with the same
+/// arithmetic, so the same bits.
 public func batchNormTrainForwardBlocked(out: UnsafeMutablePointer<Float>, saveMean: UnsafeMutablePointer<Float>,
                                          saveInvStd: UnsafeMutablePointer<Float>,
                                          runningMean: UnsafeMutablePointer<Float>?, runningVar: UnsafeMutablePointer<Float>?,
                                          inp: UnsafePointer<Float>, weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
                                          n: Int, c: Int, s: Int, block b: Int, eps: Float, momentum: Float, relu: Bool = false,
-                                         planeSums: UnsafeMutablePointer<Float>? = nil) {
+                                         planeSums: UnsafeMutablePointer<Float>? = nil, blockMajor: Bool? = nil,
+                                         stores policy: OutputStorePolicy = .automatic) {
     let m = n * s
+    if blockMajor ?? channelBlockMajor(n: n, c: c, s: s, b: b) {
+        let cb = c / b
+        let stores = OutputStores(out, count: n * c * s, policy)
+        // Per channel: the Float mean the deviations are taken from, and the normalisation's
+        // scale and shift; each channel block writes its own channels.
+        let fm = UnsafeMutablePointer<Float>.allocate(capacity: 3 * c)
+        defer { fm.deallocate() }
+        let scale = fm + c, shift = fm + 2 * c
+        parallelRanges(cb, costPerItem: 4 * n * s * b) { r in
+            defer { stores.finish() }
+            withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * b) { t in
+                let sums = t.baseAddress!, deviations = sums + b
+                for k in r {
+                    // The sums of each image's plane, added in image order: batchNormChannelSumsBlocked's.
+                    sums.initialize(repeating: 0, count: 2 * b)
+                    for img in 0..<n { blockPlaneSums(inp + (img * cb + k) * s * b, s, b, into: sums) }
+                    for j in 0..<b { sums[j] /= Double(m); fm[k * b + j] = Float(sums[j]) }
+                    for img in 0..<n {
+                        blockPlaneSquaredDeviations(inp + (img * cb + k) * s * b, s, b, mean: fm + k * b, into: deviations)
+                    }
+                    for j in 0..<b {
+                        let ch = k * b + j
+                        (scale[ch], shift[ch]) = channelStatistics(
+                            ch, mean: sums[j], variance: deviations[j] / Double(m), count: m, saveMean: saveMean,
+                            saveInvStd: saveInvStd, runningMean: runningMean, runningVar: runningVar, weight: weight,
+                            bias: bias, eps: eps, momentum: momentum)
+                    }
+                    for img in 0..<n {
+                        affinePlane(img * cb + k, out: out, inp: inp, scale: scale, shift: shift, c: c, s: s, b: b,
+                                    relu: relu, planeSums: planeSums, stores: stores)
+                    }
+                }
+            }
+        }
+        return
+    }
     var mean = [Double](repeating: 0, count: c), deviations = [Double](repeating: 0, count: c)
     mean.withUnsafeMutableBufferPointer { mp in
         batchNormChannelSumsBlocked(sums: mp.baseAddress!, inp: inp, n: n, c: c, s: s, block: b)
@@ -253,31 +310,39 @@ public func batchNormTrainForwardBlocked(out: UnsafeMutablePointer<Float>, saveM
 public func blockedAffine(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, scale: UnsafePointer<Float>,
                           shift: UnsafePointer<Float>, n: Int, c: Int, s: Int, block b: Int, relu: Bool = false,
                           planeSums: UnsafeMutablePointer<Float>? = nil, stores policy: OutputStorePolicy = .automatic) {
-    let cb = c / b
-    let zero = SIMD8<Float>(repeating: 0)
     let stores = OutputStores(out, count: n * c * s, policy)
-    parallelRanges(n * cb, costPerItem: s * b) { r in
+    parallelRanges(n * (c / b), costPerItem: s * b) { r in
         defer { stores.finish() }
         for p in r {
-            let k = p % cb
-            let x = inp + p * s * b, o = out + p * s * b
-            @inline(__always) func setup(_ g: Int) -> (SIMD8<Float>, SIMD8<Float>) {
-                (load8(scale, k * b + g), load8(shift, k * b + g))
-            }
-            @inline(__always) func step(_ vsb: (SIMD8<Float>, SIMD8<Float>), _ g: Int, _ i: Int) -> SIMD8<Float> {
-                var v = affine8(load8(x, i * b + g), vsb.0, vsb.1)
-                if relu { v = clampBelow(v, zero) }
-                stores.store(v, at: o + i * b + g)
-                return v
-            }
-            if let planeSums {
-                forEachLineSums(s, b, setup, step) { g, total in
-                    for j in 0..<8 { planeSums[p * b + g + j] = Float(total[j]) }
-                }
-            } else {
-                forEachLine(s, b, setup) { _ = step($0, $1, $2) }
-            }
+            affinePlane(p, out: out, inp: inp, scale: scale, shift: shift, c: c, s: s, b: b, relu: relu,
+                        planeSums: planeSums, stores: stores)
         }
+    }
+}
+
+/// Block plane p of `blockedAffine`.
+@inline(__always)
+func affinePlane(_ p: Int, out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, scale: UnsafePointer<Float>,
+                 shift: UnsafePointer<Float>, c: Int, s: Int, b: Int, relu: Bool,
+                 planeSums: UnsafeMutablePointer<Float>?, stores: OutputStores) {
+    let k = p % (c / b)
+    let zero = SIMD8<Float>(repeating: 0)
+    let x = inp + p * s * b, o = out + p * s * b
+    @inline(__always) func setup(_ g: Int) -> (SIMD8<Float>, SIMD8<Float>) {
+        (load8(scale, k * b + g), load8(shift, k * b + g))
+    }
+    @inline(__always) func step(_ vsb: (SIMD8<Float>, SIMD8<Float>), _ g: Int, _ i: Int) -> SIMD8<Float> {
+        var v = affine8(load8(x, i * b + g), vsb.0, vsb.1)
+        if relu { v = clampBelow(v, zero) }
+        stores.store(v, at: o + i * b + g)
+        return v
+    }
+    if let planeSums {
+        forEachLineSums(s, b, setup, step) { g, total in
+            for j in 0..<8 { planeSums[p * b + g + j] = Float(total[j]) }
+        }
+    } else {
+        forEachLine(s, b, setup) { _ = step($0, $1, $2) }
     }
 }
 
@@ -317,36 +382,12 @@ public func batchNormBackwardSumsBlocked(sumDout: UnsafeMutablePointer<Double>, 
                                          reluScale: UnsafePointer<Float>? = nil, reluShift: UnsafePointer<Float>? = nil,
                                          doutScale: UnsafePointer<Float>? = nil, doutOffset: UnsafePointer<Float>? = nil) {
     let cb = c / b
-    let zero = SIMD8<Float>(repeating: 0)
+    let ops = BatchNormBackwardOperands(dout: dout, inp: inp, mean: mean, mask: mask, reluScale: reluScale,
+                                        reluShift: reluShift, doutScale: doutScale, doutOffset: doutOffset, c: c, s: s, b: b)
     let partial = UnsafeMutablePointer<Double>.allocate(capacity: 2 * n * c)
     defer { partial.deallocate() }
     parallelRanges(n * cb, costPerItem: 2 * s * b) { r in
-        for p in r {
-            let k = p % cb
-            let d = dout + p * s * b, x = inp + p * s * b, mk = mask.map { $0 + p * s * b }
-            for g in stride(from: 0, to: b, by: 8) {
-                let vm = load8(mean, k * b + g)
-                let vs = reluScale.map { load8($0, k * b + g) }, vb = reluShift.map { load8($0, k * b + g) }
-                let vsc = doutScale.map { load8($0, p * b + g) }, vof = doutOffset.map { load8($0, p * b + g) }
-                var t1 = SIMD8<Double>(repeating: 0), t2 = SIMD8<Double>(repeating: 0)
-                var i = 0
-                while i < s {
-                    let end = min(i + 64, s)
-                    var a1 = zero, a2 = zero
-                    while i < end {
-                        let xv = load8(x, i * b + g)
-                        let dv = reluMasked(planeAffine(load8(d, i * b + g), vsc, vof), output: mk, i * b + g, x: xv,
-                                            scale: vs, shift: vb)
-                        a1 += dv
-                        a2 += dv * (xv - vm)
-                        i += 1
-                    }
-                    t1 += SIMD8<Double>(a1)
-                    t2 += SIMD8<Double>(a2)
-                }
-                for j in 0..<8 { partial[2 * p * b + g + j] = t1[j]; partial[2 * p * b + b + g + j] = t2[j] }
-            }
-        }
+        for p in r { ops.sums(p, into: partial + 2 * p * b) }
     }
     for ch in 0..<c { sumDout[ch] = 0; sumDoutCentered[ch] = 0 }
     for img in 0..<n {
@@ -370,36 +411,89 @@ public func batchNormBackwardInputBlocked(dinp: UnsafeMutablePointer<Float>, dou
                                           reluScale: UnsafePointer<Float>? = nil, reluShift: UnsafePointer<Float>? = nil,
                                           doutScale: UnsafePointer<Float>? = nil, doutOffset: UnsafePointer<Float>? = nil,
                                           stores policy: OutputStorePolicy = .automatic) {
-    let cb = c / b
+    let ops = BatchNormBackwardOperands(dout: dout, inp: inp, mean: mean, mask: mask, reluScale: reluScale,
+                                        reluShift: reluShift, doutScale: doutScale, doutOffset: doutOffset, c: c, s: s, b: b)
     var coef = [Float](repeating: 0, count: 3 * c)
     for ch in 0..<c {
-        let istd = invStd[ch]
-        coef[ch] = (weight?[ch] ?? 1) * istd
-        coef[c + ch] = training ? Float(sumDout[ch] / Double(m)) : 0
-        coef[2 * c + ch] = training ? Float(sumDoutCentered[ch] / Double(m)) * istd * istd : 0
+        ops.setCoefficients(&coef, ch, invStd: invStd, weight: weight, sumDout: sumDout[ch],
+                            sumDoutCentered: sumDoutCentered[ch], count: m, training: training)
     }
     let stores = OutputStores(dinp, count: n * c * s, policy)
     coef.withUnsafeBufferPointer { cf in
-        let coef = cf.baseAddress!
-        parallelRanges(n * cb, costPerItem: s * b) { r in
+        parallelRanges(n * (c / b), costPerItem: s * b) { r in
             defer { stores.finish() }
-            for p in r {
-                let k = p % cb
-                let d = dout + p * s * b, x = inp + p * s * b, o = dinp + p * s * b, mk = mask.map { $0 + p * s * b }
-                forEachLine(s, b, { g in
-                    let ch = k * b + g
-                    return (load8(coef, ch), load8(coef, c + ch), load8(coef, 2 * c + ch), load8(mean, ch),
-                            reluScale.map { load8($0, ch) }, reluShift.map { load8($0, ch) },
-                            doutScale.map { load8($0, p * b + g) }, doutOffset.map { load8($0, p * b + g) })
-                }) { cg, g, i in
-                    let (vg, v1, v2, vm, vs, vb, vsc, vof) = cg
+            for p in r { ops.input(p, dinp: dinp, coef: cf.baseAddress!, training: training, stores: stores) }
+        }
+    }
+}
+
+/// The operands of a blocked batch norm's backward, and its two phases on one block plane p
+/// (channel block p % (C/B)).
+struct BatchNormBackwardOperands {
+    let dout, inp, mean: UnsafePointer<Float>
+    let mask, reluScale, reluShift, doutScale, doutOffset: UnsafePointer<Float>?
+    let c, s, b: Int
+
+    /// Phase 1 on plane p: its Σ dout into sums[0..<B] and Σ dout·(x − mean) into sums[B..<2B].
+    @inline(__always)
+    func sums(_ p: Int, into sums: UnsafeMutablePointer<Double>) {
+        let k = p % (c / b)
+        let zero = SIMD8<Float>(repeating: 0)
+        let d = dout + p * s * b, x = inp + p * s * b, mk = mask.map { $0 + p * s * b }
+        for g in stride(from: 0, to: b, by: 8) {
+            let vm = load8(mean, k * b + g)
+            let vs = reluScale.map { load8($0, k * b + g) }, vb = reluShift.map { load8($0, k * b + g) }
+            let vsc = doutScale.map { load8($0, p * b + g) }, vof = doutOffset.map { load8($0, p * b + g) }
+            var t1 = SIMD8<Double>(repeating: 0), t2 = SIMD8<Double>(repeating: 0)
+            var i = 0
+            while i < s {
+                let end = min(i + 64, s)
+                var a1 = zero, a2 = zero
+                while i < end {
                     let xv = load8(x, i * b + g)
                     let dv = reluMasked(planeAffine(load8(d, i * b + g), vsc, vof), output: mk, i * b + g, x: xv,
                                         scale: vs, shift: vb)
-                    let v = training ? vg * (dv - v1 - (xv - vm) * v2) : dv * vg
-                    stores.store(v, at: o + i * b + g)
+                    a1 += dv
+                    a2 += dv * (xv - vm)
+                    i += 1
                 }
+                t1 += SIMD8<Double>(a1)
+                t2 += SIMD8<Double>(a2)
             }
+            for j in 0..<8 { sums[g + j] = t1[j]; sums[b + g + j] = t2[j] }
+        }
+    }
+
+    /// Channel ch's three coefficients of phase 2 (at ch, C + ch and 2C + ch of `coef`) from its
+    /// sums over `count` values.
+    @inline(__always)
+    func setCoefficients(_ coef: UnsafeMutablePointer<Float>, _ ch: Int, invStd: UnsafePointer<Float>,
+                         weight: UnsafePointer<Float>?, sumDout: Double, sumDoutCentered: Double, count m: Int,
+                         training: Bool) {
+        let istd = invStd[ch]
+        coef[ch] = (weight?[ch] ?? 1) * istd
+        coef[c + ch] = training ? Float(sumDout / Double(m)) : 0
+        coef[2 * c + ch] = training ? Float(sumDoutCentered / Double(m)) * istd * istd : 0
+    }
+
+    /// Phase 2 on plane p: its dinp.
+    @inline(__always)
+    func input(_ p: Int, dinp: UnsafeMutablePointer<Float>, coef: UnsafePointer<Float>, training: Bool,
+               stores: OutputStores) {
+        let k = p % (c / b)
+        let d = dout + p * s * b, x = inp + p * s * b, o = dinp + p * s * b, mk = mask.map { $0 + p * s * b }
+        forEachLine(s, b, { g in
+            let ch = k * b + g
+            return (load8(coef, ch), load8(coef, c + ch), load8(coef, 2 * c + ch), load8(mean, ch),
+                    reluScale.map { load8($0, ch) }, reluShift.map { load8($0, ch) },
+                    doutScale.map { load8($0, p * b + g) }, doutOffset.map { load8($0, p * b + g) })
+        }) { cg, g, i in
+            let (vg, v1, v2, vm, vs, vb, vsc, vof) = cg
+            let xv = load8(x, i * b + g)
+            let dv = reluMasked(planeAffine(load8(d, i * b + g), vsc, vof), output: mk, i * b + g, x: xv,
+                                scale: vs, shift: vb)
+            let v = training ? vg * (dv - v1 - (xv - vm) * v2) : dv * vg
+            stores.store(v, at: o + i * b + g)
         }
     }
 }
@@ -412,7 +506,40 @@ public func batchNormBackwardBlocked(dinp: UnsafeMutablePointer<Float>?, dweight
                                      weight: UnsafePointer<Float>?, n: Int, c: Int, s: Int, block b: Int, training: Bool,
                                      reluOutput mask: UnsafePointer<Float>? = nil,
                                      reluScale: UnsafePointer<Float>? = nil, reluShift: UnsafePointer<Float>? = nil,
-                                     doutScale: UnsafePointer<Float>? = nil, doutOffset: UnsafePointer<Float>? = nil) {
+                                     doutScale: UnsafePointer<Float>? = nil, doutOffset: UnsafePointer<Float>? = nil,
+                                     blockMajor: Bool? = nil, stores policy: OutputStorePolicy = .automatic) {
+    if blockMajor ?? channelBlockMajor(n: n, c: c, s: s, b: b) {
+        let cb = c / b
+        let ops = BatchNormBackwardOperands(dout: dout, inp: inp, mean: mean, mask: mask, reluScale: reluScale,
+                                            reluShift: reluShift, doutScale: doutScale, doutOffset: doutOffset, c: c, s: s, b: b)
+        let stores = dinp.map { OutputStores($0, count: n * c * s, policy) }
+        let coef = UnsafeMutablePointer<Float>.allocate(capacity: 3 * c)
+        defer { coef.deallocate() }
+        parallelRanges(cb, costPerItem: 5 * n * s * b) { r in
+            defer { stores?.finish() }
+            withUnsafeTemporaryAllocation(of: Double.self, capacity: 4 * b) { t in
+                let plane = t.baseAddress!, sums = plane + 2 * b
+                for k in r {
+                    // Each image's plane sums, added in image order: batchNormBackwardSumsBlocked's.
+                    sums.initialize(repeating: 0, count: 2 * b)
+                    for img in 0..<n {
+                        ops.sums(img * cb + k, into: plane)
+                        for j in 0..<2 * b { sums[j] += plane[j] }
+                    }
+                    for j in 0..<b {
+                        let ch = k * b + j
+                        dweight?[ch] = Float(sums[b + j] * Double(invStd[ch]))
+                        dbias?[ch] = Float(sums[j])
+                        ops.setCoefficients(coef, ch, invStd: invStd, weight: weight, sumDout: sums[j],
+                                            sumDoutCentered: sums[b + j], count: n * s, training: training)
+                    }
+                    guard let dinp, let stores else { continue }
+                    for img in 0..<n { ops.input(img * cb + k, dinp: dinp, coef: coef, training: training, stores: stores) }
+                }
+            }
+        }
+        return
+    }
     var sdy = [Double](repeating: 0, count: c), sdyx = [Double](repeating: 0, count: c)
     batchNormBackwardSumsBlocked(sumDout: &sdy, sumDoutCentered: &sdyx, dout: dout, inp: inp, mean: mean,
                                  n: n, c: c, s: s, block: b, reluOutput: mask, reluScale: reluScale, reluShift: reluShift,

@@ -107,3 +107,62 @@ private final class Buffer {
         }
     }
 }
+
+/// A batch norm on a large blocked tensor runs channel block by channel block (`channelBlockMajor`);
+/// it must give the very bits of the phase-by-phase order, forward and backward, with every fused
+/// option. The tensors here are small, so the order is forced.
+@Suite("Batch norm channel block by channel block") struct BlockMajorBatchNormTests {
+    @Test(arguments: [(2, 32, 63, 16), (3, 64, 70, 16), (2, 24, 15, 8), (4, 16, 143, 8), (1, 16, 1, 16)])
+    func sameBitsAsPhaseByPhase(_ dims: (Int, Int, Int, Int)) {
+        let (n, c, s, b) = dims
+        let count = n * c * s, label = "N\(n) C\(c) S\(s) block \(b)"
+        let x = randoms(count, seed: 61, scale: 2, offset: 0.3), dy = randoms(count, seed: 62)
+        let gamma = randoms(c, seed: 63, scale: 0.5, offset: 1), beta = randoms(c, seed: 64)
+        let rm0 = randoms(c, seed: 65), rv0 = randoms(c, seed: 66, scale: 0.5, offset: 1)
+        let planeScale = randoms(n * c, seed: 67), planeOffset = randoms(n * c, seed: 68)
+        func bits(_ v: [Float]) -> [UInt32] { v.map(\.bitPattern) }
+
+        for relu in [false, true] {
+            func forward(blockMajor: Bool, policy: OutputStorePolicy) -> [[UInt32]] {
+                let out = Buffer(count)
+                var mean = nans(c), invStd = nans(c), rm = rm0, rv = rv0, sums = nans(n * c)
+                batchNormTrainForwardBlocked(out: out.p, saveMean: &mean, saveInvStd: &invStd, runningMean: &rm, runningVar: &rv,
+                                             inp: x, weight: gamma, bias: beta, n: n, c: c, s: s, block: b, eps: 1e-5,
+                                             momentum: 0.1, relu: relu, planeSums: &sums, blockMajor: blockMajor, stores: policy)
+                return [out.bits, bits(mean), bits(invStd), bits(rm), bits(rv), bits(sums)]
+            }
+            let phases = forward(blockMajor: false, policy: .plain)
+            #expect(forward(blockMajor: true, policy: .plain) == phases, "\(label) forward relu \(relu)")
+            #expect(forward(blockMajor: true, policy: .streaming) == phases, "\(label) forward relu \(relu), streaming")
+        }
+
+        var mean = nans(c), invStd = nans(c), rm = rm0, rv = rv0
+        var y = nans(count)
+        batchNormTrainForwardBlocked(out: &y, saveMean: &mean, saveInvStd: &invStd, runningMean: &rm, runningVar: &rv,
+                                     inp: x, weight: gamma, bias: beta, n: n, c: c, s: s, block: b, eps: 1e-5, momentum: 0.1,
+                                     relu: true)
+        var reluScale = nans(c), reluShift = nans(c)
+        for ch in 0..<c {
+            (reluScale[ch], reluShift[ch]) = batchNormScaleShift(ch, mean: mean[ch], invStd: invStd[ch], weight: gamma, bias: beta)
+        }
+        // (training, ReLU mask: none / read / recomputed, dout kept per plane, dinp wanted)
+        for (training, mask, perPlane, wantDx) in [(true, 0, false, true), (true, 1, false, true), (true, 2, true, true),
+                                                   (false, 0, false, true), (true, 2, true, false)] {
+            func backward(blockMajor: Bool, policy: OutputStorePolicy) -> [[UInt32]] {
+                let dx = Buffer(count)
+                var dg = nans(c), db = nans(c)
+                batchNormBackwardBlocked(dinp: wantDx ? dx.p : nil, dweight: &dg, dbias: &db, dout: dy, inp: x, mean: mean,
+                                         invStd: invStd, weight: gamma, n: n, c: c, s: s, block: b, training: training,
+                                         reluOutput: mask == 1 ? y : nil, reluScale: mask == 2 ? reluScale : nil,
+                                         reluShift: mask == 2 ? reluShift : nil, doutScale: perPlane ? planeScale : nil,
+                                         doutOffset: perPlane ? planeOffset : nil, blockMajor: blockMajor, stores: policy)
+                return [dx.bits, bits(dg), bits(db)]
+            }
+            let what = "\(label) backward training \(training) mask \(mask) per plane \(perPlane) dx \(wantDx)"
+            let phases = backward(blockMajor: false, policy: .plain)
+            #expect(backward(blockMajor: true, policy: .plain) == phases, "\(what)")
+            #expect(backward(blockMajor: true, policy: .streaming) == phases, "\(what), streaming")
+            if wantDx { #expect(phases[0].allSatisfy { !Float(bitPattern: $0).isNaN }, "\(what): dx not written") }
+        }
+    }
+}
