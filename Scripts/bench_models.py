@@ -7,11 +7,14 @@ docs/performance.md (section "Whole networks") and prints it.
 
 Each round runs, per workload, `senet bench --json` (fused inference, and --no-fuse for
 reference) and then Scripts/bench_peers.py for every peer, so that machine noise hits both; a
-cell is the median over rounds of each run's median. Ratio = ours images/s / peer images/s
-(> 1: ours is faster); "best peer" is the fastest peer in the same run. Then the issue's other
-checks: SE overhead (SE-ResNet-50 ÷ ResNet-50 time, ours and PyTorch eager), peak resident memory
-at batch 16 (ours vs PyTorch eager, each in a process of its own) and batch-16 inference
-GFLOP/s against `senet-bench sgemm`.
+cell is the median over rounds of each run's median. "Best peer" is the peer with the highest
+median in the run. The ratio ours ÷ best peer is the median over rounds of each round's ratio
+(both figures of a round are taken a minute or less apart; the machine's slow periods last
+minutes), as the convolution table's ratios are; the ratio of the medians is printed beside it.
+Then the issue's other checks: SE overhead (SE-ResNet-50 ÷ ResNet-50 time, ours and PyTorch
+eager; the two networks run back to back in each round, and the ratio is again the median of the
+rounds' ratios), peak resident memory at batch 16 (ours vs PyTorch eager, each in a process of
+its own) and batch-16 inference GFLOP/s against `senet-bench sgemm`.
 """
 import argparse
 import json
@@ -76,36 +79,44 @@ def acceptance(args, rounds):
     r = {}
     def add(key, value):
         r.setdefault(key, []).append(value)
+    pairs = [("seresnet50-inf-b16", "resnet50-inf-b16"), ("seresnet50-train-b16", "resnet50-train-b16")]
     for i in range(rounds):
         print(f"acceptance round {i + 1}/{rounds}", file=sys.stderr, flush=True)
         add("sgemm", sgemm_gflops(args.senet_bench, args.threads))
-        for w in ["seresnet50-inf-b16", "seresnet50-train-b16"]:
-            rec = ours_record(args.senet, OURS[w], [], args.threads)
-            add((w, "ours"), rec["images_per_second"])
-            add((w, "ours-rss"), rec["peak_rss_bytes"])
-            if w.endswith("inf-b16"):
+        for se, plain in pairs:
+            # Ours: the SE network, then the plain one; then PyTorch eager's two.
+            rec = ours_record(args.senet, OURS[se], [], args.threads)
+            add((se, "ours"), rec["images_per_second"])
+            add((se, "ours-rss"), rec["peak_rss_bytes"])
+            if se.endswith("inf-b16"):
                 add("ours-gflops", rec["images_per_second"] * GFLOP_PER_IMAGE)
-            eager = [p for p in peers(w, args.threads, 5, only="eager") if "error" not in p]
+            add((plain, "ours"), ours_record(args.senet, PLAIN[plain], [], args.threads)["images_per_second"])
+            eager = [p for p in peers(se, args.threads, 5, only="eager") if "error" not in p]
+            eager_plain = [p for p in peers(plain, args.threads, 5, only="eager") if "error" not in p]
             if eager:
-                add((w, "eager"), eager[0]["images_per_second"])
-                add((w, "eager-rss"), eager[0]["peak_rss_bytes"])
-        for w in PLAIN:
-            add((w, "ours"), ours_record(args.senet, PLAIN[w], [], args.threads)["images_per_second"])
-            eager = [p for p in peers(w, args.threads, 5, only="eager") if "error" not in p]
-            if eager:
-                add((w, "eager"), eager[0]["images_per_second"])
+                add((se, "eager"), eager[0]["images_per_second"])
+                add((se, "eager-rss"), eager[0]["peak_rss_bytes"])
+            if eager_plain:
+                add((plain, "eager"), eager_plain[0]["images_per_second"])
+            for who in ["ours", "eager"]:
+                if (se, who) in r and (plain, who) in r and len(r[(se, who)]) == len(r[(plain, who)]) == i + 1:
+                    # time ratio = plain images/s ÷ SE images/s, this round
+                    add((se, who, "se-overhead"), r[(plain, who)][-1] / r[(se, who)][-1])
     acceptance.raw = r  # every round's figure, for --raw
     m = {k: statistics.median(v) for k, v in r.items()}
     mib = lambda b: f"{b / 2**20:.0f} MiB"
     lines = ["", "### SE overhead, memory and efficiency", "",
-             f"{rounds} rounds, medians; PyTorch eager (NCHW) measured beside ours in each round.", "",
+             f"{rounds} rounds, medians; PyTorch eager (NCHW) measured beside ours in each round. "
+             "The SE overhead is the median of the rounds' ratios (in each round the two networks run "
+             "back to back); the ratio of the median times follows in brackets.", "",
              "| check | ours | PyTorch eager | target |", "|---|--:|--:|---|"]
     for mode, se, plain, target in [("inference", "seresnet50-inf-b16", "resnet50-inf-b16", "≤ 1.03"),
                                     ("training", "seresnet50-train-b16", "resnet50-train-b16", "≤ 1.06")]:
         cells = []
         for who in ["ours", "eager"]:
-            a, b = m.get((se, who)), m.get((plain, who))
-            cells.append(f"{b / a:.3f}" if a and b else "—")  # time ratio = plain images/s ÷ SE images/s
+            a, b, paired = m.get((se, who)), m.get((plain, who)), m.get((se, who, "se-overhead"))
+            # time ratio = plain images/s ÷ SE images/s
+            cells.append(f"{paired:.3f} ({b / a:.3f})" if a and b and paired else f"{b / a:.3f}" if a and b else "—")
         lines.append(f"| SE-ResNet-50 ÷ ResNet-50 time, {mode} b16 | {cells[0]} | {cells[1]} | {target} |")
     for w, label in [("seresnet50-inf-b16", "inference"), ("seresnet50-train-b16", "training")]:
         o, e = m.get((w, "ours-rss")), m.get((w, "eager-rss"))
@@ -145,10 +156,17 @@ def main():
                 else:
                     results.setdefault((w, rec["peer"]), []).append(rec["images_per_second"])
     med = {k: statistics.median(v) for k, v in results.items()}
+
+    def paired(w, peer):
+        """Median over rounds of ours ÷ peer, each round's two figures (None where a round lacks one)."""
+        a, b = results.get((w, "ours"), []), results.get((w, peer), [])
+        return statistics.median(x / y for x, y in zip(a, b)) if a and len(a) == len(b) else None
     lines = ["## Whole networks", "",
              f"- Machine: {args.machine or 'this machine'}; {args.threads} threads for every contender.",
              f"- {args.rounds} rounds; each cell is the median over rounds of a run's median images/s "
-             "(after warm-up). Ratios are ours ÷ peer, measured in the same run (> 1: ours is faster).",
+             "(after warm-up). Ratios are ours ÷ peer, measured in the same run (> 1: ours is faster): "
+             "the median over rounds of each round's ratio (a round times ours and the peers a minute "
+             "or less apart), then, in brackets, the ratio of the medians.",
              "- Reproduce: `make bench` (or `make bench-models` for this section alone).", "",
              "| workload | " + " | ".join(NAMES[p] for p in ["ours", "ours-nofuse"] + PEERS) + " | ours ÷ best peer |",
              "|---|" + "--:|" * (len(PEERS) + 3)]
@@ -162,7 +180,9 @@ def main():
                 cells.append(f"{v:.2f}")
                 if who in PEERS and (best is None or v > best[1]):
                     best = (who, v)
-        ratio = f"{med[(w, 'ours')] / best[1]:.2f}× ({NAMES[best[0]]})" if best else "—"
+        pr = paired(w, best[0]) if best else None
+        ratio = (f"{pr:.2f}× ({med[(w, 'ours')] / best[1]:.2f}×; {NAMES[best[0]]})" if pr
+                 else f"{med[(w, 'ours')] / best[1]:.2f}× ({NAMES[best[0]]})" if best else "—")
         lines.append(f"| `{w}` | " + " | ".join(cells) + f" | {ratio} |")
     if errors:
         lines += ["", "Peers that could not run a workload:"]
