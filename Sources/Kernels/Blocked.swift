@@ -185,10 +185,7 @@ func blockedChannelReduce(n: Int, c: Int, s: Int, b: Int, out: UnsafeMutablePoin
 
 /// Tensors of at least this many bytes (SENET_BN_BLOCK_MAJOR_MIN_BYTES; default 16 MiB, half this
 /// machine's L3 cache) get batch norms that run channel block by channel block.
-public let blockMajorMinBytes: Int = {
-    if let s = ProcessInfo.processInfo.environment["SENET_BN_BLOCK_MAJOR_MIN_BYTES"], let v = Int(s) { return v < 0 ? .max : v }
-    return 16 << 20
-}()
+public let blockMajorMinBytes = largeTensorBytes("SENET_BN_BLOCK_MAJOR_MIN_BYTES")
 
 /// Whether a batch norm over a blocked N×C×S tensor runs channel block by channel block: all
 /// phases on one block's N planes before the next block's, the blocks spread over the threads.

@@ -11,10 +11,15 @@ import Foundation
 
 /// Outputs of at least this many bytes are written with streaming stores: SENET_STREAM_MIN_BYTES
 /// (0: every output, a negative value: none), else 16 MiB, half this machine's L3 cache.
-public let streamingMinBytes: Int = {
-    if let s = ProcessInfo.processInfo.environment["SENET_STREAM_MIN_BYTES"], let v = Int(s) { return v < 0 ? .max : v }
+public let streamingMinBytes = largeTensorBytes("SENET_STREAM_MIN_BYTES")
+
+/// The size from which a tensor counts as large for the cache (`streamingMinBytes`,
+/// `blockMajorMinBytes`): the environment variable `name` (bytes; 0: every tensor, a negative
+/// value: none), else 16 MiB, half this machine's L3 cache.
+func largeTensorBytes(_ name: String) -> Int {
+    if let s = ProcessInfo.processInfo.environment[name], let v = Int(s) { return v < 0 ? .max : v }
     return 16 << 20
-}()
+}
 
 /// Which stores a kernel that can stream writes its output with.
 public enum OutputStorePolicy: Sendable {
