@@ -32,7 +32,7 @@ let package = Package(
         // Open MPI, loaded with dlopen only by processes mpirun starts: builds and runs without it installed.
         .target(name: "CMPIShim", path: "Sources/CMPIShim", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "Distributed", dependencies: ["CMPIShim"]),
-        .target(name: "Training", dependencies: ["TensorCore", "NN", "Models", "Checkpoints", "Datasets", "Distributed"]),
+        .target(name: "Training", dependencies: ["Kernels", "TensorCore", "NN", "Models", "Checkpoints", "Datasets", "Distributed"]),
         .target(name: "SENet", dependencies: ["Kernels", "TensorCore", "NN", "Models", "Checkpoints", "ImageIO", "Datasets", "Distributed", "Training"]),
         .executableTarget(name: "senet", dependencies: [
             "SENet", .product(name: "ArgumentParser", package: "swift-argument-parser"),

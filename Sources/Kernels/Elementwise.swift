@@ -127,6 +127,45 @@ public func accumulate(_ acc: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Fl
     simdMap(acc, n, { load8(acc, $0) + load8(x, $0) }, { acc[$0] + x[$0] })
 }
 
+/// One step of torch.optim.SGD (dampening 0) in place, element by element, in Float, each
+/// product and sum rounded as written (no fused multiply-add, as the scalar loop it replaces):
+///   d = g + decay·w;  b = d on the first step, else μ·b + d;  w −= lr·(d + μ·b if Nesterov, else b).
+/// With μ = 0 there is no buffer (`buffer` nil): w −= lr·d. Vectorised and on both cores.
+public func sgdUpdate(weights w: UnsafeMutablePointer<Float>, gradient g: UnsafePointer<Float>,
+                      buffer b: UnsafeMutablePointer<Float>?, n: Int, learningRate lr: Float,
+                      momentum mu: Float, decay: Float, nesterov: Bool, first: Bool) {
+    let vlr = SIMD8<Float>(repeating: lr), vmu = SIMD8<Float>(repeating: mu), vdecay = SIMD8<Float>(repeating: decay)
+    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD8<Float>) {
+        UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: SIMD8<Float>.self)
+    }
+    parallelRanges(n, costPerItem: 8) { r in
+        var i = r.lowerBound
+        let end = r.upperBound
+        guard let b else {
+            while i + 8 <= end {
+                let wv = load8(w, i), d = load8(g, i) + vdecay * wv
+                store(w, i, wv - vlr * d)
+                i += 8
+            }
+            while i < end { w[i] -= lr * (g[i] + decay * w[i]); i += 1 }
+            return
+        }
+        while i + 8 <= end {
+            let wv = load8(w, i), d = load8(g, i) + vdecay * wv
+            let bv = first ? d : vmu * load8(b, i) + d
+            store(b, i, bv)
+            store(w, i, wv - vlr * (nesterov ? d + vmu * bv : bv))
+            i += 8
+        }
+        while i < end {
+            let d = g[i] + decay * w[i]
+            b[i] = first ? d : mu * b[i] + d
+            w[i] -= lr * (nesterov ? d + mu * b[i] : b[i])
+            i += 1
+        }
+    }
+}
+
 /// acc[p, i] += value[p] · factor for `planes` planes of `size` (a per-plane gradient, such as the
 /// SE squeeze's, added without first being broadcast into a tensor of its own).
 public func accumulatePlanes(_ acc: UnsafeMutablePointer<Float>, value: UnsafePointer<Float>, factor: Float,

@@ -4,6 +4,7 @@
 //   g ← g + μ·b if Nesterov, else b
 //   p ← p − η·g
 
+import Kernels
 import NN
 import TensorCore
 
@@ -35,21 +36,21 @@ public final class SGD {
             precondition(grad.shape == p.shape, "SGD: gradient of \(key) has shape \(grad.shape), parameter \(p.shape)")
             let decay = (decayNormAndBias || p.shape.count > 1) ? weightDecay : 0
             let n = p.value.count
-            var buffer = buffers[key]
+            // Taken out of the dictionary while it is updated, so that its storage is not shared
+            // and the update does not copy it first (copy-on-write).
+            var buffer = buffers.removeValue(forKey: key)
             let first = buffer == nil
             if mu != 0 && first { buffer = Tensor(uninitializedShape: p.shape) }
             grad.withUnsafePointer { g in
                 p.value.withUnsafeMutablePointer { w in
-                    if mu == 0 {
-                        for i in 0..<n { w[i] -= lr * (g[i] + decay * w[i]) }
+                    guard mu != 0 else {
+                        sgdUpdate(weights: w, gradient: g, buffer: nil, n: n, learningRate: lr, momentum: 0,
+                                  decay: decay, nesterov: false, first: false)
                         return
                     }
                     buffer!.withUnsafeMutablePointer { b in
-                        for i in 0..<n {
-                            let d = g[i] + decay * w[i]
-                            b[i] = first ? d : mu * b[i] + d
-                            w[i] -= lr * (nesterov ? d + mu * b[i] : b[i])
-                        }
+                        sgdUpdate(weights: w, gradient: g, buffer: b, n: n, learningRate: lr, momentum: mu,
+                                  decay: decay, nesterov: nesterov, first: first)
                     }
                 }
             }

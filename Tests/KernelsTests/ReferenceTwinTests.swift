@@ -356,6 +356,35 @@ func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         }
     }
 
+    /// The SGD update, vectorised on both cores, against the one-element-at-a-time Float twin: the
+    /// same bits, on a size that runs in parallel with an 8-lane body and a scalar tail (100 003)
+    /// and on a small one (5). First step, later steps, Nesterov, and no momentum (no buffer).
+    @Test(arguments: [5, 100_003])
+    func sgdUpdateMatchesTwin(_ n: Int) {
+        let w0 = randoms(n, seed: 31), g = randoms(n, seed: 32, scale: 0.1), b0 = randoms(n, seed: 33, scale: 0.5)
+        for (mu, nesterov, first) in [(Float(0.9), false, true), (0.9, false, false), (0.9, true, false),
+                                      (0.9, true, true), (0, false, false)] {
+            var w = w0, b = first ? nans(n) : b0
+            w.withUnsafeMutableBufferPointer { wp in
+                b.withUnsafeMutableBufferPointer { bp in
+                    sgdUpdate(weights: wp.baseAddress!, gradient: g, buffer: mu == 0 ? nil : bp.baseAddress!, n: n,
+                              learningRate: 0.1, momentum: mu, decay: 1e-4, nesterov: nesterov, first: first)
+                }
+            }
+            let ref = Reference.sgdUpdate(weights: w0, gradient: g, buffer: first ? nil : b0, learningRate: 0.1,
+                                          momentum: mu, decay: 1e-4, nesterov: nesterov)
+            let label = "sgd n\(n) μ\(mu) nesterov \(nesterov) first \(first)"
+            let wrong = w.indices.first { w[$0].bitPattern != ref.weights[$0].bitPattern }
+            #expect(wrong == nil, "\(label): weight \(wrong ?? 0) is \(w[wrong ?? 0]), twin \(ref.weights[wrong ?? 0])")
+            if mu != 0 {
+                let wrongB = b.indices.first { b[$0].bitPattern != ref.buffer![$0].bitPattern }
+                #expect(wrongB == nil, "\(label): buffer \(wrongB ?? 0) is \(b[wrongB ?? 0]), twin \(ref.buffer![wrongB ?? 0])")
+            } else {
+                #expect(ref.buffer == nil)
+            }
+        }
+    }
+
     /// A NaN input gives a NaN output, as PyTorch's relu, clamp-based activations and the SE
     /// block's scale + add + ReLU — in the 8-lane body (index 3) and in the scalar tail (index 16).
     @Test func activationsPropagateNaN() {

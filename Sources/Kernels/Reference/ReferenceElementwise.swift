@@ -74,4 +74,27 @@ extension Reference {
             Float((p..<(p + size)).reduce(0.0) { $0 + Double(a[$1]) * Double(b[$1]) })
         }
     }
+
+    /// One step of torch.optim.SGD (dampening 0), one element at a time, in Float as PyTorch:
+    /// d = g + decay·w; b = d on the first step (`buffer` nil), else μ·b + d; w −= lr·(d + μ·b if
+    /// Nesterov, else b). Without momentum (μ = 0) there is no buffer: w −= lr·d.
+    public static func sgdUpdate(weights: [Float], gradient: [Float], buffer: [Float]?, learningRate lr: Float,
+                                 momentum mu: Float, decay: Float, nesterov: Bool) -> (weights: [Float], buffer: [Float]?) {
+        var w = weights
+        var b = mu == 0 ? nil : (buffer ?? [Float](repeating: 0, count: w.count))
+        for i in w.indices {
+            let decayed: Float = decay * w[i]
+            let d: Float = gradient[i] + decayed
+            var direction = d
+            if b != nil {
+                let scaled: Float = mu * b![i]
+                b![i] = buffer == nil ? d : scaled + d
+                let ahead: Float = mu * b![i]
+                direction = nesterov ? d + ahead : b![i]
+            }
+            let step: Float = lr * direction
+            w[i] = w[i] - step
+        }
+        return (w, b)
+    }
 }
