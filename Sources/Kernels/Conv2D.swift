@@ -456,7 +456,10 @@ final class BatchChunkPlan: KernelPlan {
 /// stride s, X̂_n = X_n[:, ::s, ::s] is gathered into a scratch buffer (and dX̂_n scattered back).
 final class Gemm1x1Plan: KernelPlan {
     let key: ConvKey
-    var impl: String { group > 1 ? "gemm1x1:dnnl_sgemm (\(group) images per product)" : "gemm1x1:dnnl_sgemm" }
+    var impl: String {
+        if group > 1 { return "gemm1x1:dnnl_sgemm (\(group) images per product)" }
+        return key.pass == .forward && key.shape.ho * key.shape.wo == 1 ? "gemm1x1:gemv" : "gemm1x1:dnnl_sgemm"
+    }
     private let planes: PlaneMap
     private let scratch: UnsafeMutablePointer<Float>?
 
@@ -589,6 +592,11 @@ final class Gemm1x1Plan: KernelPlan {
             }
             for n in 0..<s.n {
                 let yn = y + n * o * hw
+                if hw == 1 {
+                    // A matrix-vector product (an SE block's FC or squeeze at batch 1).
+                    gemv(rows: o, cols: c, w: w, x: input(x, n), bias: bias, relu: relu, y: yn)
+                    continue
+                }
                 sgemm(transA: false, transB: false, m: o, n: hw, k: c, a: w, lda: c, b: input(x, n), ldb: hw,
                       beta: 0, c: yn, ldc: hw)
                 // Bias and ReLU while the image's output is still in cache.

@@ -4,6 +4,7 @@
 /// out[B,O] = inp[B,I] · weight[O,I]ᵀ + bias[O]
 public func linearForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                           bias: UnsafePointer<Float>?, b: Int, i: Int, o: Int) {
+    if b == 1 { return gemv(rows: o, cols: i, w: weight, x: inp, bias: bias, relu: false, y: out) }
     if let bias {
         for r in 0..<b { (out + r * o).update(from: bias, count: o) }
     }
@@ -29,3 +30,30 @@ public func linearBackwardWeights(dweight: UnsafeMutablePointer<Float>, dbias: U
         }
     }
 }
+
+/// y[r] = Σ_k w[r, k]·x[k] (+ bias[r]) (then ReLU) for a row-major rows×cols matrix: the
+/// matrix-vector product of an SE block's FCs and squeeze at batch 1, where `dnnl_sgemm` took up
+/// to twice as long on weights that come from memory (1 MB: 49 against 26 µs, 2 threads). Rows are
+/// split between the threads; each row is summed in 16 lanes (two SIMD8 accumulators with fused
+/// multiply-adds), the lanes added in order, then the tail.
+public func gemv(rows: Int, cols: Int, w: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                 bias: UnsafePointer<Float>?, relu: Bool, y: UnsafeMutablePointer<Float>) {
+    parallelRanges(rows, costPerItem: 2 * cols) { r in
+        for row in r {
+            let a = w + row * cols
+            var s0 = SIMD8<Float>(repeating: 0), s1 = SIMD8<Float>(repeating: 0)
+            var k = 0
+            while k + 16 <= cols {
+                s0.addProduct(load8(a, k), load8(x, k))
+                s1.addProduct(load8(a, k + 8), load8(x, k + 8))
+                k += 16
+            }
+            if k + 8 <= cols { s0.addProduct(load8(a, k), load8(x, k)); k += 8 }
+            var t = (s0 + s1).sum()
+            while k < cols { t = t.addingProduct(a[k], x[k]); k += 1 }
+            if let bias { t += bias[row] }
+            y[row] = relu && t < 0 ? 0 : t
+        }
+    }
+}
+

@@ -126,6 +126,25 @@ func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         expectClose(db, ref.dbias, rtol: 1e-4, atol: 1e-5, "\(label) dbias")
     }
 
+    /// The matrix-vector product of batch-1 FCs (an SE block's, and 1×1 convolutions on 1×1
+    /// maps) against the Double twin: rows split between the threads (2048×128), serial ones,
+    /// columns that leave an 8-lane and a scalar tail (19, 27), bias and ReLU each on and off.
+    @Test(arguments: [(2048, 128), (37, 19), (16, 256), (300, 27)])
+    func gemvMatchesTwin(_ dims: (Int, Int)) {
+        let (o, i) = dims
+        let x = randoms(i, seed: 41), w = randoms(o * i, seed: 42, scale: 1 / Float(i).squareRoot())
+        let bias = randoms(o, seed: 43)
+        for (withBias, relu) in [(false, false), (true, false), (true, true), (false, true)] {
+            var y = nans(o)
+            bias.withUnsafeBufferPointer { bp in
+                gemv(rows: o, cols: i, w: w, x: x, bias: withBias ? bp.baseAddress : nil, relu: relu, y: &y)
+            }
+            var ref = Reference.linearForward(inp: x, weight: w, bias: withBias ? bias : nil, b: 1, i: i, o: o)
+            if relu { ref = ref.map { max($0, 0) } }
+            expectClose(y, ref, rtol: 1e-5, atol: 1e-6, "gemv O\(o) I\(i) bias \(withBias) relu \(relu)")
+        }
+    }
+
     // MARK: Batch norm
 
     @Test(arguments: [(4, 8, 49, true), (8, 16, 13, true), (2, 3, 1, true), (1, 5, 64, false), (3, 4, 3136, true)])
