@@ -722,6 +722,20 @@ public func maxPoolForwardBlocked(out: UnsafeMutablePointer<Float>, argmax: Unsa
                 for ox in 0..<wo {
                     let (xa, xb) = s.columns(ox)
                     let at = (oy * wo + ox) * b
+                    guard let argmax else {
+                        // Inference: the maxima alone (a NaN wins and stays, as below).
+                        for g in stride(from: 0, to: b, by: 8) {
+                            var best = SIMD8<Float>(repeating: -.infinity)
+                            for yy in ya..<yb {
+                                for xx in xa..<xb {
+                                    let v = load8(x, (yy * s.w + xx) * b + g)
+                                    best = best.replacing(with: v, where: (v .> best) .| (v .!= v))
+                                }
+                            }
+                            UnsafeMutableRawPointer(o + at + g).storeBytes(of: best, as: SIMD8<Float>.self)
+                        }
+                        continue
+                    }
                     for g in stride(from: 0, to: b, by: 8) {
                         var best = SIMD8<Float>(repeating: -.infinity)
                         // Positions as Float (exact below 2^24) so that one mask selects both.
@@ -735,10 +749,8 @@ public func maxPoolForwardBlocked(out: UnsafeMutablePointer<Float>, argmax: Unsa
                             }
                         }
                         UnsafeMutableRawPointer(o + at + g).storeBytes(of: best, as: SIMD8<Float>.self)
-                        if let argmax {
-                            let a = argmax + p * ho * wo * b + at + g
-                            for j in 0..<8 { a[j] = Int32(bi[j]) }
-                        }
+                        let a = argmax + p * ho * wo * b + at + g
+                        for j in 0..<8 { a[j] = Int32(bi[j]) }
                     }
                 }
             }

@@ -314,6 +314,18 @@ func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         var yi = nans(4)
         maxPoolForward(out: &yi, argmax: nil, inp: x, s)
         #expect(yi[0].isNaN && Array(yi[1...]) == Array(ref.out[1...]))
+        // The blocked kernel (8 channels, the NaN in channel 3 only), with indices and without.
+        let clean = randoms(16, seed: 29), cleanRef = Reference.maxPoolForward(inp: clean, s).out
+        let xb: [Float] = (0..<16 * 8).map { (i: Int) -> Float in i == 5 * 8 + 3 ? .nan : clean[i / 8] }
+        for withIndices in [true, false] {
+            var yb = nans(4 * 8), ab = [Int32](repeating: -7, count: 4 * 8)
+            ab.withUnsafeMutableBufferPointer { a in
+                maxPoolForwardBlocked(out: &yb, argmax: withIndices ? a.baseAddress : nil, inp: xb, s, block: 8)
+            }
+            let expected: [Float] = (0..<32).map { (i: Int) -> Float in i == 3 ? .nan : cleanRef[i / 8] }
+            #expect(zip(yb, expected).allSatisfy { $0 == $1 || ($0.isNaN && $1.isNaN) },
+                    "blocked max pool, indices \(withIndices): \(yb)")
+        }
     }
 
     // MARK: Softmax and cross-entropy
@@ -635,6 +647,9 @@ func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         var y = nans(outCount), arg = [Int32](repeating: -7, count: outCount)
         maxPoolForwardBlocked(out: &y, argmax: &arg, inp: xb, bp, block: b)
         #expect(plainOut(y) == refPool.out, "\(label) max pool")
+        var yNoIndices = nans(outCount)
+        maxPoolForwardBlocked(out: &yNoIndices, argmax: nil, inp: xb, bp, block: b)
+        #expect(plainOut(yNoIndices) == refPool.out, "\(label) max pool without indices")
         let dyPool = randoms(outCount, seed: 39)
         var dxPool = nans(count)
         maxPoolBackwardBlocked(dinp: &dxPool, dout: Reference.channelBlocked(dyPool, n: n, c: c, s: p.ho * p.wo, block: b),
