@@ -45,14 +45,22 @@ public func reluForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Flo
     simdMap(out, n, { clampBelow(load8(inp, $0), zero) }, { max(inp[$0], 0) })
 }
 
-/// dinp = dout where out > 0 (PyTorch's rule: the gradient at exactly 0 is 0).
+/// out = max(a + b, 0) (NaN kept): the end of a plain residual block, the add and the ReLU in
+/// one pass; the same bits as `add` then `reluForward`.
+public func addReLUForward(out: UnsafeMutablePointer<Float>, a: UnsafePointer<Float>, b: UnsafePointer<Float>, n: Int) {
+    let zero = SIMD8<Float>(repeating: 0)
+    simdMap(out, n, { clampBelow(load8(a, $0) + load8(b, $0), zero) }, { max(a[$0] + b[$0], 0) })
+}
+
+/// dinp = dout except where out ≤ 0 (PyTorch's `threshold_backward`: 0 at exactly 0, and a NaN
+/// output passes the gradient, in the 8-lane body and in the tail alike).
 public func reluBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
                          out: UnsafePointer<Float>, n: Int) {
     let zero = SIMD8<Float>(repeating: 0)
     simdMap(dinp, n, { i in
         let d = load8(dout, i)
         return d.replacing(with: zero, where: load8(out, i) .<= zero)
-    }, { out[$0] > 0 ? dout[$0] : 0 })
+    }, { out[$0] <= 0 ? 0 : dout[$0] })
 }
 
 // MARK: Sigmoid, tanh, hard-sigmoid

@@ -37,12 +37,14 @@ public final class CIFARBasicBlock: Module {
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = bn2(conv2(bn1(conv1(x), relu: true)))
+        let h = bn2(conv2(bn1(conv1(x), relu: true)))
         if let se {
             return se.scaledAddReLU(h, residual: zeroPadShortcut(x, outChannels: outChannels, stride: stride))
         }
-        if let se { h = se(h) }
-        return relu(h + zeroPadShortcut(x, outChannels: outChannels, stride: stride))
+        let shortcut = zeroPadShortcut(x, outChannels: outChannels, stride: stride)
+        // One pass for the add and the ReLU where the SE block's end is fused too (see ResNet).
+        return InferenceEngine.isFusing || h.isTracked || shortcut.isTracked
+            ? addReLU(h, residual: shortcut) : relu(h + shortcut)
     }
 }
 

@@ -387,6 +387,22 @@ func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         }
     }
 
+    /// The residual add + ReLU pass against its twin: the same bits (a parallel size with a tail,
+    /// and a small one), with exact zeros of a + b and a NaN in the 8-lane body and in the tail.
+    @Test(arguments: [11, 100_003])
+    func addReLUMatchesTwin(_ n: Int) {
+        let a = randoms(n, seed: 51)
+        var b = randoms(n, seed: 52)
+        for i in stride(from: 0, to: n, by: 5) { b[i] = -a[i] }
+        b[2] = .nan
+        b[n - 1] = .nan
+        var y = nans(n)
+        addReLUForward(out: &y, a: a, b: b, n: n)
+        let ref = Reference.addReLUForward(a: a, b: b)
+        let wrong = y.indices.first { y[$0].bitPattern != ref[$0].bitPattern }
+        #expect(wrong == nil, "addReLU n\(n): element \(wrong ?? 0) is \(y[wrong ?? 0]), twin \(ref[wrong ?? 0])")
+    }
+
     /// The SGD update, vectorised on both cores, against the one-element-at-a-time Float twin: the
     /// same bits, on a size that runs in parallel with an 8-lane body and a scalar tail (100 003)
     /// and on a small one (5). First step, later steps, Nesterov, and no momentum (no buffer).

@@ -189,6 +189,45 @@ struct FusedSEScaleAddReLUTests {
     }
 }
 
+/// The end of a plain residual block, relu(x + r), in one pass: the same output and the same two
+/// gradients as the composed ops (which the PyTorch fixtures check), bit for bit, in NCHW and in
+/// both channel-blocked layouts, with exact zeros of x + r (the ReLU's kink) and a NaN.
+@Suite("Fused residual add + ReLU")
+struct FusedAddReLUTests {
+    @Test(arguments: [1, 8, 16])
+    func bitIdenticalToTheComposedOps(_ block: Int) {
+        let shape = [2, 16, 5, 3]
+        let x = Tensor.randomNormal(shape, seed: 1)
+        var rs = Tensor.randomNormal(shape, seed: 2).scalars
+        let xs = x.scalars
+        for i in stride(from: 0, to: rs.count, by: 7) { rs[i] = -xs[i] }
+        rs[3] = .nan
+        let r = Tensor(shape: shape, scalars: rs)
+        let w = Tensor.randomNormal(shape, seed: 4)
+        func run(_ fused: Bool) -> (y: [Float], dx: [Float], dr: [Float]) {
+            var y = Tensor(0)
+            let (_, g) = valueAndGradient(at: [x, r]) { t in
+                let (a, b) = (t[0].withChannelBlock(block), t[1].withChannelBlock(block))
+                y = fused ? addReLU(a, residual: b) : relu(a + b)
+                return (y.withChannelBlock(1) * w).sum()
+            }
+            return (y.withChannelBlock(1).scalars, g[0].scalars, g[1].scalars)
+        }
+        let (f, c) = (run(true), run(false))
+        let same: ([Float], [Float]) -> Bool = { a, b in
+            a.count == b.count && zip(a, b).allSatisfy { $0.bitPattern == $1.bitPattern }
+        }
+        #expect(f.y[3].isNaN)
+        #expect(same(f.y, c.y), "output, block \(block)")
+        #expect(same(f.dx, c.dx), "x's gradient, block \(block)")
+        #expect(same(f.dr, c.dr), "the residual's gradient, block \(block)")
+        // Hand-computed: both gradients are w except where x + r ≤ 0 (0 at the kink; the NaN
+        // passes it, as PyTorch's threshold_backward).
+        let expected = (0..<xs.count).map { (xs[$0] + rs[$0] <= 0) ? 0 : w.scalars[$0] }
+        #expect(f.dx == expected && f.dr == expected)
+    }
+}
+
 /// In training on blocked activations the fused SE end leaves x's gradient as dr times the
 /// excitation per plane over dr's own storage; the squeeze's gradient joins it as a per-plane
 /// offset, and the batch norm that produced x reads that form directly. Against the composed ops

@@ -6,8 +6,8 @@ import Foundation
 extension Reference {
     /// max(x, 0).
     public static func reluForward(inp: [Float]) -> [Float] { inp.map { max($0, 0) } }
-    /// dout where out > 0, else 0 (0 at exactly 0, as PyTorch).
-    public static func reluBackward(dout: [Float], out: [Float]) -> [Float] { zip(dout, out).map { $1 > 0 ? $0 : 0 } }
+    /// dout except where out ≤ 0 (0 at exactly 0; a NaN output passes the gradient), as PyTorch.
+    public static func reluBackward(dout: [Float], out: [Float]) -> [Float] { zip(dout, out).map { $1 <= 0 ? 0 : $0 } }
 
     /// 1/(1 + e^(−x)).
     public static func sigmoidForward(inp: [Float]) -> [Float] { inp.map { Float(1 / (1 + exp(-Double($0)))) } }
@@ -72,6 +72,14 @@ extension Reference {
     public static func dotPlanes(a: [Float], b: [Float], size: Int) -> [Float] {
         stride(from: 0, to: a.count, by: size).map { p in
             Float((p..<(p + size)).reduce(0.0) { $0 + Double(a[$1]) * Double(b[$1]) })
+        }
+    }
+
+    /// max(a + b, 0), the sum rounded to Float first (NaN stays NaN).
+    public static func addReLUForward(a: [Float], b: [Float]) -> [Float] {
+        zip(a, b).map { x, y in
+            let sum: Float = x + y
+            return sum.isNaN ? sum : max(sum, 0)
         }
     }
 

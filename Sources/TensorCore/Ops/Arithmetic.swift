@@ -263,6 +263,33 @@ func mulGrad(_ g: Tensor, other: Tensor, target: [Int]) -> Tensor {
     return sumToShape(rawMul(g, other), target)
 }
 
+/// relu(x + residual) for tensors of one shape: the end of a plain residual block in one pass
+/// over memory instead of two (the add's, then the ReLU's), and a backward pass that reads the
+/// incoming gradient and the output once to write the one gradient both inputs receive. In x's
+/// storage layout. Output and gradients are bit-identical to `relu(x + residual)`'s.
+public func addReLU(_ x: Tensor, residual: Tensor) -> Tensor {
+    guard residual.shape == x.shape else {
+        shapeFailure("addReLU", "x \(x.shape), residual \(residual.shape): expected the same shape")
+    }
+    let block = x.channelBlock
+    let r = residual.inLayout(block)
+    var out = Tensor(uninitializedShape: x.shape, channelBlock: block)
+    out.withUnsafeMutableStorage { o in
+        x.withUnsafeStorage { px in r.withUnsafeStorage { addReLUForward(out: o, a: px, b: $0, n: x.count) } }
+    }
+    guard GradientTape.isRecording(x, residual) else { return out }
+    let result = out.detached
+    GradientTape.record(&out, [x, residual]) { g, need in
+        let g = g.inLayout(block)
+        var d = Tensor(uninitializedShape: g.shape, channelBlock: block)
+        d.withUnsafeMutableStorage { pd in
+            g.withUnsafeStorage { pg in result.withUnsafeStorage { reluBackward(dinp: pd, dout: pg, out: $0, n: g.count) } }
+        }
+        return [need[0] ? d : nil, need[1] ? d : nil]
+    }
+    return out
+}
+
 /// relu(x · s + residual) for x, residual [N, C, H, W] and s [N, C, 1, 1] (or [N, C]): the end of
 /// an SE residual block in one pass over memory instead of three, with a backward pass that
 /// reads the incoming gradient, the output and x once to write the gradients of x and of the
