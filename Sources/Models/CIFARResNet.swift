@@ -41,10 +41,7 @@ public final class CIFARBasicBlock: Module {
         if let se {
             return se.scaledAddReLU(h, residual: zeroPadShortcut(x, outChannels: outChannels, stride: stride))
         }
-        let shortcut = zeroPadShortcut(x, outChannels: outChannels, stride: stride)
-        // One pass for the add and the ReLU where the SE block's end is fused too (see ResNet).
-        return InferenceEngine.isFusing || h.isTracked || shortcut.isTracked
-            ? addReLU(h, residual: shortcut) : relu(h + shortcut)
+        return residualAddReLU(h, residual: zeroPadShortcut(x, outChannels: outChannels, stride: stride))
     }
 }
 

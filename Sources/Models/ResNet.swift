@@ -212,10 +212,7 @@ public final class ResidualBlock: Module {
         if placement == .standard, let se { h = se(h) }
         var shortcut = downsample?(x) ?? x
         if placement == .identity, let se { shortcut = se(shortcut) }
-        // The add and the ReLU in one pass under an inference engine and in training (the same
-        // bits); the composed ops in plain evaluation, the engine's `--no-fuse` reference.
-        let y = InferenceEngine.isFusing || h.isTracked || shortcut.isTracked
-            ? addReLU(h, residual: shortcut) : relu(h + shortcut)
+        let y = residualAddReLU(h, residual: shortcut)
         return placement == .post ? (se?(y) ?? y) : y
     }
 }

@@ -125,3 +125,10 @@ public final class SqueezeExcitation: Module {
         return y
     }
 }
+
+/// relu(x + residual), the end of a plain residual block: one fused pass (forward and backward,
+/// the same bits) under an `InferenceEngine` and while training, as `scaledAddReLU` for SE
+/// blocks; the composed ops in plain evaluation (the engine's `--no-fuse` reference).
+public func residualAddReLU(_ x: Tensor, residual: Tensor) -> Tensor {
+    InferenceEngine.isFusing || x.isTracked || residual.isTracked ? addReLU(x, residual: residual) : relu(x + residual)
+}
