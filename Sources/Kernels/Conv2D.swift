@@ -669,19 +669,31 @@ final class Gemm1x1Plan: KernelPlan {
 private let scaleAddReLUPlans = NSLock()
 nonisolated(unsafe) private var scaleAddReLUPlanTable: [ConvKey: DNNLPlan?] = [:]
 
-/// The forward primitive for one image with the post-ops binary multiply (scale, 1×O×1×1),
-/// binary add (residual, the output's layout) and ReLU, on the caller's activation layouts.
-private func makeScaleAddReLUPlan(_ key: ConvKey) -> DNNLPlan? {
+extension DNNLPlan {
+    /// Runs the plan, timed under SENET_CONV_PROFILE with the epilogue's name after the kernel's.
+    fileprivate func executeProfiled(_ ptrs: [UnsafeMutableRawPointer], _ key: ConvKey, constant: ConstantWeights?,
+                                     epilogue: String) {
+        guard let profile = ConvProfile.shared else { return execute(ptrs, constant: constant) }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        execute(ptrs, constant: constant)
+        profile.add(key, impl + " " + epilogue, DispatchTime.now().uptimeNanoseconds - t0)
+    }
+}
+
+/// A forward primitive on the caller's activation layouts with a post-op chain: one binary op
+/// per entry of `binary` (its kind and the operand's descriptor, passed at execution after the
+/// bias, in this order), then a ReLU. The epilogues of residual blocks' last convolutions.
+private func makeEpiloguePlan(_ key: ConvKey, binary: [(dnnl_alg_kind_t, dnnl_memory_desc_t)]) -> DNNLPlan? {
     let s = key.shape
     let u = userDescs(key)
     var d = convDescs(s, blocked: true)
     d.src = u.src
     d.dst = u.dst
-    let scaleMD = makeMD([1, s.o, 1, 1], dnnl_nchw)
     let attr = DNNLRuntime.makeAttr { ops in
-        var (m, r) = (scaleMD, u.dst)
-        dnnlCheck(dnnl_post_ops_append_binary(ops, dnnl_binary_mul, &m), "post-op binary mul")
-        dnnlCheck(dnnl_post_ops_append_binary(ops, dnnl_binary_add, &r), "post-op binary add")
+        for (kind, md) in binary {
+            var m = md
+            dnnlCheck(dnnl_post_ops_append_binary(ops, kind, &m), "post-op binary")
+        }
         dnnlCheck(dnnl_post_ops_append_eltwise(ops, 1, dnnl_eltwise_relu, 0, 0), "post-op relu")
     }
     defer { dnnl_primitive_attr_destroy(attr) }
@@ -697,15 +709,23 @@ private func makeScaleAddReLUPlan(_ key: ConvKey) -> DNNLPlan? {
           let pd = withUnsafePointer(to: &desc, { firstFastPD(UnsafeRawPointer($0), hint: nil, attr: attr) })
     else { return nil }
     defer { dnnl_primitive_desc_destroy(pd) }
-    let (scaleArg, residualArg) = (Int32(senet_arg_post_op_src1(0)), Int32(senet_arg_post_op_src1(1)))
     var args: [PlanArg] = [
         (senet_arg_src, false, u.src, dnnl_query_src_md, 0),
-        (senet_arg_weights, false, u.weights, dnnl_query_weights_md, 0),
-        (scaleArg, false, scaleMD, dnnl_query_exec_arg_md, Int(scaleArg)),
-        (residualArg, false, u.dst, dnnl_query_exec_arg_md, Int(residualArg)),
-        (senet_arg_dst, true, u.dst, dnnl_query_dst_md, 0)]
-    if key.bias { args.insert((senet_arg_bias, false, u.bias, dnnl_query_weights_md, 1), at: 2) }
+        (senet_arg_weights, false, u.weights, dnnl_query_weights_md, 0)]
+    if key.bias { args.append((senet_arg_bias, false, u.bias, dnnl_query_weights_md, 1)) }
+    for (i, (_, md)) in binary.enumerated() {
+        let arg = Int32(senet_arg_post_op_src1(Int32(i)))
+        args.append((arg, false, md, dnnl_query_exec_arg_md, Int(arg)))
+    }
+    args.append((senet_arg_dst, true, u.dst, dnnl_query_dst_md, 0))
     return DNNLPlan(pd: pd, args: args)
+}
+
+/// The forward primitive for one image with the post-ops binary multiply (scale, 1×O×1×1),
+/// binary add (residual, the output's layout) and ReLU, on the caller's activation layouts.
+private func makeScaleAddReLUPlan(_ key: ConvKey) -> DNNLPlan? {
+    makeEpiloguePlan(key, binary: [(dnnl_binary_mul, makeMD([1, key.shape.o, 1, 1], dnnl_nchw)),
+                                   (dnnl_binary_add, userDescs(key).dst)])
 }
 
 /// out = max(scale[n, o] · (conv(inp) + bias[o]) + residual, 0): the last convolution of an SE
@@ -741,13 +761,7 @@ public func conv2dForwardScaleAddReLU(out: UnsafeMutablePointer<Float>, inp: Uns
         if let b = bias { ptrs.append(UnsafeMutableRawPointer(mutating: b)) }
         ptrs += [UnsafeMutableRawPointer(mutating: scale + i * s.o), UnsafeMutableRawPointer(mutating: residual + i * outStride),
                  UnsafeMutableRawPointer(out + i * outStride)]
-        if let profile = ConvProfile.shared {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            plan.execute(ptrs, constant: constantWeights)
-            profile.add(key, plan.impl + " +scale+add+relu", DispatchTime.now().uptimeNanoseconds - t0)
-        } else {
-            plan.execute(ptrs, constant: constantWeights)
-        }
+        plan.executeProfiled(ptrs, key, constant: constantWeights, epilogue: "+scale+add+relu")
     }
     return true
 }
@@ -762,3 +776,55 @@ public func conv2dScaleAddReLUImplementation(_ shape: Conv2DShape, bias: Bool = 
                       constantWeights: constantWeights)
     return scaleAddReLUPlans.withLock { scaleAddReLUPlanTable[key] ?? nil }?.impl
 }
+
+// MARK: - The end of a plain residual block in the convolution's epilogue (inference)
+
+/// The plans of `conv2dForwardAddReLU` (whole batches), nil where oneDNN has no non-reference
+/// kernel for the post-op chain.
+private let addReLUPlans = NSLock()
+nonisolated(unsafe) private var addReLUPlanTable: [ConvKey: DNNLPlan?] = [:]
+
+/// The forward primitive with the post-ops binary add (residual, the output's shape and layout)
+/// and ReLU, on the caller's activation layouts.
+private func makeAddReLUPlan(_ key: ConvKey) -> DNNLPlan? {
+    makeEpiloguePlan(key, binary: [(dnnl_binary_add, userDescs(key).dst)])
+}
+
+/// out = max(conv(inp) + bias[o] + residual, 0): the last convolution of a plain residual block
+/// with the residual add and the ReLU in its epilogue (oneDNN post-ops: a binary add of the
+/// residual, a ReLU), so the map before the add is never written and read back. `residual` has
+/// the output's shape and layout (`outBlock`). Returns false, having written nothing, when oneDNN
+/// has no non-reference kernel for the chain (then compose the ops instead).
+public func conv2dForwardAddReLU(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
+                                 weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                                 residual: UnsafePointer<Float>, _ s: Conv2DShape,
+                                 inpBlock: Int = 1, outBlock: Int = 1, constantWeights: ConstantWeights? = nil) -> Bool {
+    guard s.c % inpBlock == 0, s.o % outBlock == 0 else { return false }
+    let key = ConvKey(shape: s, pass: .forward, bias: bias != nil, srcBlock: inpBlock, dstBlock: outBlock,
+                      constantWeights: constantWeights != nil)
+    let plan: DNNLPlan? = addReLUPlans.withLock {
+        if let known = addReLUPlanTable[key] { return known }
+        let made = makeAddReLUPlan(key)
+        addReLUPlanTable[key] = made
+        if convDebug {
+            FileHandle.standardError.write(Data("conv2d \(s) add+relu epilogue: \(made?.impl ?? "none")\n".utf8))
+        }
+        return made
+    }
+    guard let plan else { return false }
+    var ptrs = [UnsafeMutableRawPointer(mutating: inp), UnsafeMutableRawPointer(mutating: weight)]
+    if let b = bias { ptrs.append(UnsafeMutableRawPointer(mutating: b)) }
+    ptrs += [UnsafeMutableRawPointer(mutating: residual), UnsafeMutableRawPointer(out)]
+    plan.executeProfiled(ptrs, key, constant: constantWeights, epilogue: "+add+relu")
+    return true
+}
+
+/// The oneDNN implementation of `conv2dForwardAddReLU`'s plan for `shape`, or nil when that has
+/// not run or has no fast kernel (diagnostics, tests).
+public func conv2dAddReLUImplementation(_ shape: Conv2DShape, bias: Bool = true, inpBlock: Int = 1, outBlock: Int = 1,
+                                        constantWeights: Bool = true) -> String? {
+    let key = ConvKey(shape: shape, pass: .forward, bias: bias, srcBlock: inpBlock, dstBlock: outBlock,
+                      constantWeights: constantWeights)
+    return addReLUPlans.withLock { addReLUPlanTable[key] ?? nil }?.impl
+}
+

@@ -202,6 +202,12 @@ public final class ResidualBlock: Module {
             return InferenceEngine.seBlockEnd(conv3, se, input: h, residual: shortcut)
                 ?? se.scaledAddReLU(bn3(conv3(h)), residual: shortcut)
         }
+        if se == nil, let conv3, let bn3, InferenceEngine.fusesPlainBlockEnd(conv3, bn3) {
+            // Inside an inference engine: the residual add and the ReLU in conv3's epilogue.
+            let shortcut = downsample?(x) ?? x
+            return InferenceEngine.plainBlockEnd(conv3, input: h, residual: shortcut)
+                ?? residualAddReLU(bn3(conv3(h)), residual: shortcut)
+        }
         if let conv3, let bn3 {
             if placement == .after3x3, let se { h = se(h) }
             h = bn3(conv3(h))

@@ -207,6 +207,29 @@ public final class InferenceEngine: @unchecked Sendable {
         return conv2dScaleAddReLU(x, weight: f.weight, bias: f.bias, scale: s, residual: residual, constantWeights: f.converted)
     }
 
+    /// SENET_PLAIN_EPILOGUE=0 keeps a plain block's residual add and ReLU as their own pass after
+    /// its last convolution (for comparisons).
+    private static let plainEpilogue = ProcessInfo.processInfo.environment["SENET_PLAIN_EPILOGUE"] != "0"
+
+    /// Whether an engine runs `conv` (its BatchNorm `bn` folded in) such that `plainBlockEnd` may
+    /// compute a plain residual block's end, relu(bn(conv(x)) + residual), in its epilogue.
+    public static func fusesPlainBlockEnd(_ conv: Conv2d, _ bn: BatchNorm2d) -> Bool {
+        guard plainEpilogue, let e = active, tracer == nil, !conv.isTraining,
+              ActivationCapture.current == nil, LayerRecorder.current == nil,
+              e.absorbed.contains(ObjectIdentifier(bn)), e.folded[ObjectIdentifier(conv)] != nil else { return false }
+        return true
+    }
+
+    /// relu(bn(conv(x)) + residual) with the residual add and the ReLU in the convolution's
+    /// epilogue (as SE blocks' ends, less the scale), or nil where that kernel is not available
+    /// (compose the ops then). Call only where `fusesPlainBlockEnd` holds.
+    public static func plainBlockEnd(_ conv: Conv2d, input x: Tensor, residual: Tensor) -> Tensor? {
+        guard let f = foldedParameters(conv) else { return nil }
+        return conv2dAddReLU(x, weight: f.weight, bias: f.bias, residual: residual, stride: conv.stride,
+                             padding: conv.padding, dilation: conv.dilation, groups: conv.groups,
+                             constantWeights: f.converted)
+    }
+
     static func trace(_ m: Module, input: Tensor, output: Tensor) {
         tracer?.events.append(.init(module: m, input: input, output: output))
     }

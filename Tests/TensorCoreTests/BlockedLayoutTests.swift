@@ -170,6 +170,40 @@ struct BlockedLayoutTests {
         #expect(checked >= 4)
     }
 
+    /// A plain residual block's end in the convolution's epilogue (`conv2dAddReLU`, inference):
+    /// relu(conv(x) + b + r) as the composed ops give it, in NCHW and in the blocked layout the
+    /// machine's kernels use, 1×1 and 3×3 with stride 2; and no fused path while gradients are
+    /// recorded.
+    @Test func convolutionWithResidualAddAndReLUInItsEpilogue() {
+        for block in [1, activationBlock] {
+            for (k, stride, pad) in [(1, 1, 0), (3, 2, 1)] {
+                let x = Tensor.randomNormal([2, 32, 9, 9], seed: 81).inLayout(block)
+                let w = Tensor.randomNormal([48, 32, k, k], std: 0.2, seed: 82)
+                let b = Tensor.randomNormal([48], std: 0.5, seed: 83)
+                let ho = (9 + 2 * pad - k) / stride + 1
+                let r = Tensor.randomNormal([2, 48, ho, ho], seed: 84)
+                let composed = relu(conv2d(x, weight: w, bias: b, stride: (stride, stride), padding: (pad, pad)) + r)
+                let outBlock = conv2d(x, weight: w, bias: b, stride: (stride, stride), padding: (pad, pad)).channelBlock
+                guard let fused = conv2dAddReLU(x, weight: w, bias: b, residual: r.inLayout(outBlock),
+                                                stride: (stride, stride), padding: (pad, pad)) else {
+                    Issue.record("no epilogue kernel for k\(k) s\(stride), block \(block)")
+                    continue
+                }
+                #expect(fused.shape == composed.shape && fused.isRectified)
+                // The epilogue's kernel may sum in another order than the composed convolution's
+                // (outputs of magnitude up to about 5 here, cancelled by the residual near 0).
+                expectClose(fused.scalars, composed.scalars, rtol: 1e-5, atol: 1e-5, "k\(k) s\(stride) block \(block)")
+                #expect(fused.scalars.contains(0) && fused.scalars.allSatisfy { $0 >= 0 })
+            }
+        }
+        let x = Tensor.randomNormal([1, 16, 4, 4], seed: 85), w = Tensor.randomNormal([16, 16, 1, 1], seed: 86)
+        let recorded = valueAndGradient(at: x) { t in
+            #expect(conv2dAddReLU(t, weight: w, bias: nil, residual: Tensor.zeros([1, 16, 4, 4]).inLayout(t.channelBlock)) == nil)
+            return t.sum()
+        }
+        #expect(recorded.gradient.shape == x.shape)
+    }
+
     @Test func seBlockMatchesPyTorch() throws {
         // The SE squeeze, scale and residual add + ReLU, composed and fused, on blocked x and
         // residual (the fixture's 32 and 64 channels).

@@ -28,6 +28,15 @@ struct ShapeErrorTests {
         #expect(e.contains("conv2dScaleAddReLU") && e.contains("[2, 8, 5, 6]") && e.contains("[2, 8, 6, 6]"), "\(e)")
     }
 
+    @Test func conv2dAddReLUNamesBothShapes() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = conv2dAddReLU(Tensor.zeros([2, 4, 6, 6]), weight: Tensor.zeros([8, 4, 1, 1]), bias: nil,
+                              residual: Tensor.zeros([2, 8, 6, 5]))
+        }
+        let e = Self.stderr(r)
+        #expect(e.contains("conv2dAddReLU") && e.contains("[2, 8, 6, 5]") && e.contains("[2, 8, 6, 6]"), "\(e)")
+    }
+
     @Test func matmulNamesBothShapes() async {
         let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             _ = matmul(Tensor.zeros([2, 3]), Tensor.zeros([4, 5]))

@@ -214,6 +214,40 @@ public func conv2dScaleAddReLU(_ x: Tensor, weight: Tensor, bias: Tensor?, scale
     return out
 }
 
+/// relu(conv(x) + bias + residual) in one convolution pass, the end of a plain residual block
+/// (the inference engine's fusion): `residual` has the output's shape and is read in the layout
+/// the convolution writes. Forward only, and only outside gradient recording. Returns nil where
+/// it does not apply — gradients recorded, a residual in another layout, or no fast oneDNN
+/// kernel for the chain — and the caller composes the ops instead.
+public func conv2dAddReLU(_ x: Tensor, weight: Tensor, bias: Tensor?, residual: Tensor,
+                          stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1),
+                          groups: Int = 1, constantWeights: ConstantWeights? = nil) -> Tensor? {
+    let op = "conv2dAddReLU"
+    let s = convolutionShape(op, x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
+    if residual.shape != [s.n, s.o, s.ho, s.wo] {
+        shapeFailure(op, "residual \(residual.shape) does not match the output [\(s.n), \(s.o), \(s.ho), \(s.wo)]")
+    }
+    guard !GradientTape.isRecording(x, weight, bias ?? weight, residual) else { return nil }
+    let outBlock = convolutionOutputBlock(x, s)
+    guard residual.channelBlock == outBlock else { return nil }
+    var out = Tensor(uninitializedShape: [s.n, s.o, s.ho, s.wo], channelBlock: outBlock)
+    let done = out.withUnsafeMutableStorage { po in
+        x.withUnsafeStorage { px in
+            weight.withUnsafePointer { pw in
+                optionalPointer(bias) { pb in
+                    residual.withUnsafeStorage { pr in
+                        conv2dForwardAddReLU(out: po, inp: px, weight: pw, bias: pb, residual: pr, s,
+                                             inpBlock: x.channelBlock, outBlock: outBlock, constantWeights: constantWeights)
+                    }
+                }
+            }
+        }
+    }
+    guard done else { return nil }
+    out.isRectified = true
+    return out
+}
+
 /// Where convolutions leave their activations (see `Tensor.channelBlock`).
 public enum ActivationLayout: Sendable {
     /// oneDNN's channel-blocked layout from the stem on, when the machine has blocked kernels
