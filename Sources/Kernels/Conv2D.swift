@@ -666,8 +666,32 @@ final class Gemm1x1Plan: KernelPlan {
 
 /// The one-image plans of `conv2dForwardScaleAddReLU`, nil where oneDNN has no non-reference
 /// kernel for the post-op chain.
-private let scaleAddReLUPlans = NSLock()
-nonisolated(unsafe) private var scaleAddReLUPlanTable: [ConvKey: DNNLPlan?] = [:]
+private let scaleAddReLUPlans = EpiloguePlans("scale+add+relu") { makeScaleAddReLUPlan($0) }
+
+/// Epilogue plans made once per key (nil kept too: no fast kernel for that chain).
+private final class EpiloguePlans: @unchecked Sendable {
+    private let lock = NSLock()
+    private var table: [ConvKey: DNNLPlan?] = [:]
+    private let name: String
+    private let make: (ConvKey) -> DNNLPlan?
+
+    init(_ name: String, _ make: @escaping (ConvKey) -> DNNLPlan?) { (self.name, self.make) = (name, make) }
+
+    func plan(_ key: ConvKey) -> DNNLPlan? {
+        lock.withLock {
+            if let known = table[key] { return known }
+            let made = make(key)
+            table[key] = made
+            if convDebug {
+                FileHandle.standardError.write(Data("conv2d \(key.shape) \(name) epilogue: \(made?.impl ?? "none")\n".utf8))
+            }
+            return made
+        }
+    }
+
+    /// The plan already made for `key`, without making one.
+    func existing(_ key: ConvKey) -> DNNLPlan? { lock.withLock { table[key] ?? nil } }
+}
 
 extension DNNLPlan {
     /// Runs the plan, timed under SENET_CONV_PROFILE with the epilogue's name after the kernel's.
@@ -745,16 +769,7 @@ public func conv2dForwardScaleAddReLU(out: UnsafeMutablePointer<Float>, inp: Uns
     one.n = 1
     let key = ConvKey(shape: one, pass: .forward, bias: bias != nil, srcBlock: inpBlock, dstBlock: outBlock,
                       constantWeights: constantWeights != nil)
-    let plan: DNNLPlan? = scaleAddReLUPlans.withLock {
-        if let known = scaleAddReLUPlanTable[key] { return known }
-        let made = makeScaleAddReLUPlan(key)
-        scaleAddReLUPlanTable[key] = made
-        if convDebug {
-            FileHandle.standardError.write(Data("conv2d \(one) scale+add+relu epilogue: \(made?.impl ?? "none")\n".utf8))
-        }
-        return made
-    }
-    guard let plan else { return false }
+    guard let plan = scaleAddReLUPlans.plan(key) else { return false }
     let (inStride, outStride) = (s.c * s.h * s.w, s.o * s.ho * s.wo)
     for i in 0..<s.n {
         var ptrs = [UnsafeMutableRawPointer(mutating: inp + i * inStride), UnsafeMutableRawPointer(mutating: weight)]
@@ -774,15 +789,14 @@ public func conv2dScaleAddReLUImplementation(_ shape: Conv2DShape, bias: Bool = 
     one.n = 1
     let key = ConvKey(shape: one, pass: .forward, bias: bias, srcBlock: inpBlock, dstBlock: outBlock,
                       constantWeights: constantWeights)
-    return scaleAddReLUPlans.withLock { scaleAddReLUPlanTable[key] ?? nil }?.impl
+    return scaleAddReLUPlans.existing(key)?.impl
 }
 
 // MARK: - The end of a plain residual block in the convolution's epilogue (inference)
 
 /// The plans of `conv2dForwardAddReLU` (whole batches), nil where oneDNN has no non-reference
 /// kernel for the post-op chain.
-private let addReLUPlans = NSLock()
-nonisolated(unsafe) private var addReLUPlanTable: [ConvKey: DNNLPlan?] = [:]
+private let addReLUPlans = EpiloguePlans("add+relu") { makeAddReLUPlan($0) }
 
 /// The forward primitive with the post-ops binary add (residual, the output's shape and layout)
 /// and ReLU, on the caller's activation layouts.
@@ -802,16 +816,7 @@ public func conv2dForwardAddReLU(out: UnsafeMutablePointer<Float>, inp: UnsafePo
     guard s.c % inpBlock == 0, s.o % outBlock == 0 else { return false }
     let key = ConvKey(shape: s, pass: .forward, bias: bias != nil, srcBlock: inpBlock, dstBlock: outBlock,
                       constantWeights: constantWeights != nil)
-    let plan: DNNLPlan? = addReLUPlans.withLock {
-        if let known = addReLUPlanTable[key] { return known }
-        let made = makeAddReLUPlan(key)
-        addReLUPlanTable[key] = made
-        if convDebug {
-            FileHandle.standardError.write(Data("conv2d \(s) add+relu epilogue: \(made?.impl ?? "none")\n".utf8))
-        }
-        return made
-    }
-    guard let plan else { return false }
+    guard let plan = addReLUPlans.plan(key) else { return false }
     var ptrs = [UnsafeMutableRawPointer(mutating: inp), UnsafeMutableRawPointer(mutating: weight)]
     if let b = bias { ptrs.append(UnsafeMutableRawPointer(mutating: b)) }
     ptrs += [UnsafeMutableRawPointer(mutating: residual), UnsafeMutableRawPointer(out)]
@@ -825,6 +830,6 @@ public func conv2dAddReLUImplementation(_ shape: Conv2DShape, bias: Bool = true,
                                         constantWeights: Bool = true) -> String? {
     let key = ConvKey(shape: shape, pass: .forward, bias: bias, srcBlock: inpBlock, dstBlock: outBlock,
                       constantWeights: constantWeights)
-    return addReLUPlans.withLock { addReLUPlanTable[key] ?? nil }?.impl
+    return addReLUPlans.existing(key)?.impl
 }
 
