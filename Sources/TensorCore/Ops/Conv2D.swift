@@ -188,30 +188,13 @@ public func conv2dScaleAddReLU(_ x: Tensor, weight: Tensor, bias: Tensor?, scale
     if scale.shape != [s.n, s.o, 1, 1] {
         shapeFailure(op, "scale \(scale.shape) does not match the output [\(s.n), \(s.o), \(s.ho), \(s.wo)] (expected [\(s.n), \(s.o), 1, 1])")
     }
-    if residual.shape != [s.n, s.o, s.ho, s.wo] {
-        shapeFailure(op, "residual \(residual.shape) does not match the output [\(s.n), \(s.o), \(s.ho), \(s.wo)]")
-    }
-    guard !GradientTape.isRecording(x, weight, bias ?? weight, scale, residual) else { return nil }
-    let outBlock = convolutionOutputBlock(x, s)
-    guard residual.channelBlock == outBlock, scale.channelBlock == 1 else { return nil }
-    var out = Tensor(uninitializedShape: [s.n, s.o, s.ho, s.wo], channelBlock: outBlock)
-    let done = out.withUnsafeMutableStorage { po in
-        x.withUnsafeStorage { px in
-            weight.withUnsafePointer { pw in
-                optionalPointer(bias) { pb in
-                    scale.withUnsafeStorage { ps in
-                        residual.withUnsafeStorage { pr in
-                            conv2dForwardScaleAddReLU(out: po, inp: px, weight: pw, bias: pb, scale: ps, residual: pr, s,
-                                                      inpBlock: x.channelBlock, outBlock: outBlock, constantWeights: constantWeights)
-                        }
-                    }
-                }
-            }
+    return convolutionWithResidual(op, x, weight: weight, bias: bias, residual: residual, s) { po, px, pw, pb, pr, outBlock in
+        guard scale.channelBlock == 1, !GradientTape.isRecording(scale) else { return false }
+        return scale.withUnsafeStorage { ps in
+            conv2dForwardScaleAddReLU(out: po, inp: px, weight: pw, bias: pb, scale: ps, residual: pr, s,
+                                      inpBlock: x.channelBlock, outBlock: outBlock, constantWeights: constantWeights)
         }
     }
-    guard done else { return nil }
-    out.isRectified = true
-    return out
 }
 
 /// relu(conv(x) + bias + residual) in one convolution pass, the end of a plain residual block
@@ -224,6 +207,22 @@ public func conv2dAddReLU(_ x: Tensor, weight: Tensor, bias: Tensor?, residual: 
                           groups: Int = 1, constantWeights: ConstantWeights? = nil) -> Tensor? {
     let op = "conv2dAddReLU"
     let s = convolutionShape(op, x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
+    return convolutionWithResidual(op, x, weight: weight, bias: bias, residual: residual, s) { po, px, pw, pb, pr, outBlock in
+        conv2dForwardAddReLU(out: po, inp: px, weight: pw, bias: pb, residual: pr, s,
+                             inpBlock: x.channelBlock, outBlock: outBlock, constantWeights: constantWeights)
+    }
+}
+
+/// The frame of the residual blocks' end convolutions (`conv2dAddReLU`, `conv2dScaleAddReLU`):
+/// checks `residual` against the output of `s` (the message names `op` and both shapes), returns
+/// nil under gradient recording or when `residual` is not in the layout the convolution writes,
+/// and otherwise runs `kernel` on the output, input, weight, bias and residual buffers and the
+/// output's channel block (nil when the kernel wrote nothing). The output is rectified.
+private func convolutionWithResidual(
+    _ op: String, _ x: Tensor, weight: Tensor, bias: Tensor?, residual: Tensor, _ s: Conv2DShape,
+    _ kernel: (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>?,
+               UnsafePointer<Float>, Int) -> Bool
+) -> Tensor? {
     if residual.shape != [s.n, s.o, s.ho, s.wo] {
         shapeFailure(op, "residual \(residual.shape) does not match the output [\(s.n), \(s.o), \(s.ho), \(s.wo)]")
     }
@@ -235,10 +234,7 @@ public func conv2dAddReLU(_ x: Tensor, weight: Tensor, bias: Tensor?, residual: 
         x.withUnsafeStorage { px in
             weight.withUnsafePointer { pw in
                 optionalPointer(bias) { pb in
-                    residual.withUnsafeStorage { pr in
-                        conv2dForwardAddReLU(out: po, inp: px, weight: pw, bias: pb, residual: pr, s,
-                                             inpBlock: x.channelBlock, outBlock: outBlock, constantWeights: constantWeights)
-                    }
+                    residual.withUnsafeStorage { pr in kernel(po, px, pw, pb, pr, outBlock) }
                 }
             }
         }
