@@ -181,9 +181,7 @@ public final class InferenceEngine: @unchecked Sendable {
     /// Whether an engine runs `conv` (1×1, stride 1, no padding, its BatchNorm `bn` folded in)
     /// followed by `se` (average squeeze) such that `seBlockEnd` may compute the block's end.
     public static func fusesBlockEnd(_ conv: Conv2d, _ bn: BatchNorm2d, _ se: SqueezeExcitation) -> Bool {
-        guard seEpilogue, let e = active, tracer == nil, !conv.isTraining, !se.isTraining,
-              ActivationCapture.current == nil, LayerRecorder.current == nil,
-              se.config.squeeze == .average, e.absorbed.contains(ObjectIdentifier(bn)), e.folded[ObjectIdentifier(conv)] != nil,
+        guard seEpilogue, runsFolded(conv, bn), !se.isTraining, se.config.squeeze == .average,
               conv.weight.shape[2] == 1, conv.weight.shape[3] == 1, conv.groups == 1,
               conv.stride == (1, 1), conv.padding == (0, 0), conv.dilation == (1, 1) else { return false }
         return true
@@ -214,10 +212,15 @@ public final class InferenceEngine: @unchecked Sendable {
     /// Whether an engine runs `conv` (its BatchNorm `bn` folded in) such that `plainBlockEnd` may
     /// compute a plain residual block's end, relu(bn(conv(x)) + residual), in its epilogue.
     public static func fusesPlainBlockEnd(_ conv: Conv2d, _ bn: BatchNorm2d) -> Bool {
-        guard plainEpilogue, let e = active, tracer == nil, !conv.isTraining,
-              ActivationCapture.current == nil, LayerRecorder.current == nil,
-              e.absorbed.contains(ObjectIdentifier(bn)), e.folded[ObjectIdentifier(conv)] != nil else { return false }
-        return true
+        plainEpilogue && runsFolded(conv, bn)
+    }
+
+    /// Whether an engine is running (not tracing, nothing captured or recorded) with `bn` folded
+    /// into `conv`: the condition both block-end fusions start from.
+    private static func runsFolded(_ conv: Conv2d, _ bn: BatchNorm2d) -> Bool {
+        guard let e = active, tracer == nil, !conv.isTraining, ActivationCapture.current == nil,
+              LayerRecorder.current == nil else { return false }
+        return e.absorbed.contains(ObjectIdentifier(bn)) && e.folded[ObjectIdentifier(conv)] != nil
     }
 
     /// relu(bn(conv(x)) + residual) with the residual add and the ReLU in the convolution's
