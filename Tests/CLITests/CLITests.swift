@@ -110,4 +110,23 @@ struct BenchCLITests {
         let (bad, _, err) = try runSenet(["bench", "--model", "seresnet20", "--mode", "sideways"])
         #expect(bad != 0 && err.contains("--mode"))
     }
+
+    /// `--against`: the second network's median and the time ratio, the ratio of medians being
+    /// exactly the two medians' quotient; an unknown second model is refused by name.
+    @Test func againstTimesASecondModelInTurn() throws {
+        let (status, out, err) = try runSenet(["bench", "--model", "seresnet20", "--against", "resnet20", "--batch-size", "4",
+                                               "--iterations", "3", "--warmup", "1", "--json"])
+        try #require(status == 0, "\(err)")
+        let obj = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any])
+        let other = try #require(obj["against"] as? [String: Any], "\(obj)")
+        #expect(other["model"] as? String == "resnet20")
+        let ms = try #require(obj["ms_per_batch_median"] as? Double)
+        let otherMs = try #require(other["ms_per_batch_median"] as? Double)
+        let paired = try #require(other["time_ratio_paired"] as? Double)
+        let medians = try #require(other["time_ratio_medians"] as? Double)
+        #expect(otherMs > 0 && paired.isFinite && paired > 0)
+        #expect(abs(medians - ms / otherMs) < 1e-9 * medians)
+        let (bad, _, badErr) = try runSenet(["bench", "--model", "seresnet20", "--against", "resnet21", "--iterations", "1"])
+        #expect(bad != 0 && badErr.contains("resnet21"), "\(badErr)")
+    }
 }
