@@ -457,10 +457,7 @@ final class BatchChunkPlan: KernelPlan {
 final class Gemm1x1Plan: KernelPlan {
     let key: ConvKey
     var impl: String {
-        if group > 1 {
-            let product = key.pass == .forward && key.shape.ho * key.shape.wo == 1 ? "skinny" : "dnnl_sgemm"
-            return "gemm1x1:\(product) (\(group) images per product)"
-        }
+        if group > 1 { return "gemm1x1:dnnl_sgemm (\(group) images per product)" }
         return key.pass == .forward && key.shape.ho * key.shape.wo == 1 ? "gemm1x1:gemv" : "gemm1x1:dnnl_sgemm"
     }
     private let planes: PlaneMap
@@ -580,12 +577,8 @@ final class Gemm1x1Plan: KernelPlan {
                     Self.eachRow(c, images: g, pixels: hw) { ch, j in
                         map.gather(x + ((n0 + j) * c + ch) * inHW, into: xp + ch * ld + j * hw)
                     }
-                    if hw == 1 {
-                        skinnyGemm(m: o, n: g, k: c, a: w, b: xp, ldb: ld, c: yp, ldc: ld)
-                    } else {
-                        sgemm(transA: false, transB: false, m: o, n: g * hw, k: c, a: w, lda: c, b: xp, ldb: ld,
-                              beta: 0, c: yp, ldc: ld)
-                    }
+                    sgemm(transA: false, transB: false, m: o, n: g * hw, k: c, a: w, lda: c, b: xp, ldb: ld,
+                          beta: 0, c: yp, ldc: ld)
                     Self.eachRow(o, images: g, pixels: 2 * hw) { row, j in
                         let dst = y + ((n0 + j) * o + row) * hw, src = yp + row * ld + j * hw
                         if bias != nil || relu {

@@ -145,27 +145,6 @@ func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
         }
     }
 
-    /// The few-column product of SE FCs at batch n (skinnyGemm) against the Double twin, on
-    /// strided B and C: groups of four rows and the rows left over, 16-, 8- and single-column
-    /// blocks, and a product large enough to split between the threads.
-    @Test(arguments: [(30, 19, 24), (13, 24, 40), (2048, 16, 128), (5, 3, 7), (8, 8, 1), (64, 41, 300)])
-    func skinnyGemmMatchesTwin(_ dims: (Int, Int, Int)) {
-        let (m, n, k) = dims
-        let (ldb, ldc) = (n + 3, n + 5)
-        let a = randoms(m * k, seed: 51, scale: 1 / Float(k).squareRoot())
-        let bt = randoms(n * k, seed: 52)  // Bᵀ, n×k
-        var b = nans(k * ldb), c = nans(m * ldc)
-        for p in 0..<k { for j in 0..<n { b[p * ldb + j] = bt[j * k + p] } }
-        skinnyGemm(m: m, n: n, k: k, a: a, b: b, ldb: ldb, c: &c, ldc: ldc)
-        // (A·B)ᵀ = B·Aᵀ: the twin's linear layer with inputs Bᵀ and weights A.
-        let ref = Reference.linearForward(inp: bt, weight: a, bias: nil, b: n, i: k, o: m)
-        var got = nans(m * n), want = nans(m * n)
-        for i in 0..<m { for j in 0..<n { got[i * n + j] = c[i * ldc + j]; want[i * n + j] = ref[j * m + i] } }
-        expectClose(got, want, rtol: 1e-5, atol: 1e-6, "skinnyGemm M\(m) N\(n) K\(k)")
-        // Untouched: the padding of C's rows.
-        #expect((0..<m).allSatisfy { i in (n..<ldc).allSatisfy { c[i * ldc + $0].isNaN } })
-    }
-
     // MARK: Batch norm
 
     @Test(arguments: [(4, 8, 49, true), (8, 16, 13, true), (2, 3, 1, true), (1, 5, 64, false), (3, 4, 3136, true)])
