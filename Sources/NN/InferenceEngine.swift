@@ -39,6 +39,10 @@ public final class InferenceEngine: @unchecked Sendable {
     /// Whether the folded weights' converted copies are used (not during the first call's check,
     /// which runs a single image: its plans' copies would stay alive beside the batch's).
     private var convertsWeights = true
+    /// Per SE block whose squeeze comes from its block's last convolution (`seBlockEnd`): fc1
+    /// composed with that convolution's folded weights (made on first use).
+    private var squeezeProducts: [ObjectIdentifier: (weight: Tensor, bias: Tensor)] = [:]
+    private let squeezeProductsLock = NSLock()
     /// BatchNorms that became the identity.
     private var absorbed: Set<ObjectIdentifier> = []
     /// Convolutions whose following ReLU runs in their epilogue.
@@ -193,16 +197,64 @@ public final class InferenceEngine: @unchecked Sendable {
     /// convolution with stride 1 it does not: the spatial mean of W·x + b is W·mean(x) + b, so the
     /// squeeze is the folded convolution applied to the pooled input, a product of the weights
     /// with one vector per image, and the pass that averaged the block's (four times wider)
-    /// output is gone too. Call only where `fusesBlockEnd` holds.
+    /// output is gone too. Since fc1 is linear too, fc1 of that squeeze is one product of the
+    /// pooled input with W1·W, fc1's weights composed with the convolution's once per engine: a
+    /// C'×C matrix, 1/16 of W's O×C for the paper's r = 16 (SE-ResNet-50: 1.3 MB of weights read
+    /// per batch instead of W's 20 MB and fc1's 5 MB). Call only where `fusesBlockEnd` holds.
     public static func seBlockEnd(_ conv: Conv2d, _ se: SqueezeExcitation, input x: Tensor, residual: Tensor) -> Tensor? {
-        // The squeeze's product reads the C×O weights once per call, the passes it replaces about
-        // four N·H·W×O maps: it pays where N·H·W exceeds C (measured, SE-ResNet-50 at batch 1:
-        // a loss on the 14² and 7² stages, a gain on 56² and 28²).
-        guard x.rank == 4, x.shape[0] * x.shape[2] * x.shape[3] >= x.shape[1] || seEpilogueEverywhere,
-              let f = foldedParameters(conv) else { return nil }
-        let z = conv2d(globalAvgPool2d(x), weight: f.weight, bias: f.bias)
-        let s = se.excitation(squeezed: z)
+        // Composed with fc1 (below), the squeeze reads C'×C weights, C' = O/16. Not composed, it
+        // reads the O×C weights once per call, and the passes it replaces about four N·H·W×O
+        // maps: then it pays only where N·H·W exceeds C (measured, SE-ResNet-50 at batch 1: a
+        // loss on the 14² and 7² stages, a gain on 56² and 28²).
+        guard x.rank == 4, composedSqueeze || x.shape[0] * x.shape[2] * x.shape[3] >= x.shape[1] || seEpilogueEverywhere,
+              let e = active, let f = foldedParameters(conv) else { return nil }
+        let s: Tensor
+        if composedSqueeze {
+            // fc1(W·mean(x) + b) = (W1·W)·mean(x) + (W1·b + b1): one product with the C'×C matrix
+            // W1·W (C' = C/16 wide) instead of the O×C weights W (O = 4C) and then fc1's C'×O.
+            let p = e.squeezeProduct(conv, se, f)
+            s = se.excitation(fc1Output: conv2d(globalAvgPool2d(x), weight: p.weight, bias: p.bias))
+        } else {
+            s = se.excitation(squeezed: conv2d(globalAvgPool2d(x), weight: f.weight, bias: f.bias))
+        }
         return conv2dScaleAddReLU(x, weight: f.weight, bias: f.bias, scale: s, residual: residual, constantWeights: f.converted)
+    }
+
+    /// SENET_SE_COMPOSED=0 computes a fused block end's squeeze as W·mean(x) + b, then fc1 (for
+    /// comparisons).
+    private static let composedSqueeze = ProcessInfo.processInfo.environment["SENET_SE_COMPOSED"] != "0"
+
+    /// `se`'s fc1 composed with the folded 1×1 convolution (weight W [O, C, 1, 1], bias b) whose
+    /// output it squeezes: weight W1·W [C', C, 1, 1] and bias W1·b + b1, summed in Double.
+    private func squeezeProduct(_ conv: Conv2d, _ se: SqueezeExcitation, _ f: (weight: Tensor, bias: Tensor, converted: ConstantWeights?))
+        -> (weight: Tensor, bias: Tensor) {
+        squeezeProductsLock.withLock {
+            if let p = squeezeProducts[ObjectIdentifier(se)] { return p }
+            let (o, c, r) = (f.weight.shape[0], f.weight.shape[1], se.fc1.weight.shape[0])
+            precondition(se.fc1.weight.shape[1] == o, "SE block on \(se.fc1.weight.shape[1]) channels after a convolution with \(o)")
+            let w = f.weight.scalars, b = f.bias.scalars, w1 = se.fc1.weight.value.scalars
+            let b1 = se.fc1.bias?.value.scalars ?? [Float](repeating: 0, count: r)
+            var m = [Float](repeating: 0, count: r * c), mb = [Float](repeating: 0, count: r)
+            var row = [Double](repeating: 0, count: c)
+            for j in 0..<r {
+                for k in 0..<c { row[k] = 0 }
+                var t = Double(b1[j])
+                for i in 0..<o {
+                    let a = Double(w1[j * o + i])
+                    t += a * Double(b[i])
+                    w.withUnsafeBufferPointer { wp in
+                        row.withUnsafeMutableBufferPointer { rp in
+                            for k in 0..<c { rp[k] += a * Double(wp[i * c + k]) }
+                        }
+                    }
+                }
+                for k in 0..<c { m[j * c + k] = Float(row[k]) }
+                mb[j] = Float(t)
+            }
+            let p = (Tensor(shape: [r, c, 1, 1], scalars: m), Tensor(shape: [r], scalars: mb))
+            squeezeProducts[ObjectIdentifier(se)] = p
+            return p
+        }
     }
 
     /// SENET_PLAIN_EPILOGUE=0 keeps a plain block's residual add and ReLU as their own pass after

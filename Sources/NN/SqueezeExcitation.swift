@@ -98,8 +98,12 @@ public final class SqueezeExcitation: Module {
     }
 
     /// The excitation vector s [N, C, 1, 1] for the squeezed input z [N, C, 1, 1].
-    public func excitation(squeezed z: Tensor) -> Tensor {
-        let h = fc2(relu(fc1(z)))
+    public func excitation(squeezed z: Tensor) -> Tensor { excitation(fc1Output: fc1(z)) }
+
+    /// The excitation vector s [N, C, 1, 1] for fc1's output a [N, C', 1, 1] (before its ReLU):
+    /// gate(fc2(relu(a))).
+    public func excitation(fc1Output a: Tensor) -> Tensor {
+        let h = fc2(relu(a))
         switch config.gate {
         case .sigmoid: return sigmoid(h)
         case .hardSigmoid: return hardSigmoid(h)

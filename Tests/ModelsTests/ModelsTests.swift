@@ -322,9 +322,11 @@ func expectEngineMatchesModel(_ model: Module, _ x: Tensor) -> InferenceEngine {
     }
 
     /// SE-ResNet-50's blocks end in their last convolution's epilogue under an engine (SE scale,
-    /// residual add and ReLU as post-ops, the squeeze from the pooled input of that 1×1
-    /// convolution): at 96×96 and batch 2 the 24² and 12² stages take that path, and the logits
-    /// still match the unfused model's (against running statistics that make BN folding matter).
+    /// residual add and ReLU as post-ops, the squeeze and fc1 one product of the pooled input of
+    /// that 1×1 convolution with fc1's weights composed with the folded convolution's): at batch 2
+    /// and 96×96, and at batch 1 and 64×64, whose last stage (2×2 maps, 512 input channels) took
+    /// the unfused path before the composition; the logits still match the unfused model's
+    /// (against running statistics that make BN folding matter).
     @Test func seBlockEndInTheEpilogueMatchesTheUnfusedModel() throws {
         let model = try ModelRegistry.create("seresnet50", ModelOptions(numClasses: 10))
         randomizeRunningStatistics(model, seed: 90)
@@ -333,6 +335,11 @@ func expectEngineMatchesModel(_ model: Module, _ x: Tensor) -> InferenceEngine {
         let epilogue = Conv2DShape(n: 1, c: 64, h: 24, w: 24, o: 256, kh: 1, kw: 1)
         #expect(conv2dScaleAddReLUImplementation(epilogue, inpBlock: activationBlock, outBlock: activationBlock) != nil,
                 "the first stage's blocks did not end in the epilogue")
+        let small = expectEngineMatchesModel(model, Tensor.randomNormal([1, 3, 64, 64], seed: 92))
+        #expect(small.foldedCount > 0)
+        let last = Conv2DShape(n: 1, c: 512, h: 2, w: 2, o: 2048, kh: 1, kw: 1)
+        #expect(conv2dScaleAddReLUImplementation(last, inpBlock: activationBlock, outBlock: activationBlock) != nil,
+                "the last stage's blocks did not end in the epilogue at batch 1")
     }
 
     /// ResNet-50's blocks end in their last convolution's epilogue under an engine (residual add
