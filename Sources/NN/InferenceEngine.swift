@@ -212,7 +212,7 @@ public final class InferenceEngine: @unchecked Sendable {
         if composedSqueeze {
             // fc1(W·mean(x) + b) = (W1·W)·mean(x) + (W1·b + b1): one product with the C'×C matrix
             // W1·W (C' = C/16 wide) instead of the O×C weights W (O = 4C) and then fc1's C'×O.
-            let p = e.squeezeProduct(conv, se, f)
+            let p = e.squeezeProduct(se, f)
             s = se.excitation(fc1Output: conv2d(globalAvgPool2d(x), weight: p.weight, bias: p.bias))
         } else {
             s = se.excitation(squeezed: conv2d(globalAvgPool2d(x), weight: f.weight, bias: f.bias))
@@ -226,7 +226,7 @@ public final class InferenceEngine: @unchecked Sendable {
 
     /// `se`'s fc1 composed with the folded 1×1 convolution (weight W [O, C, 1, 1], bias b) whose
     /// output it squeezes: weight W1·W [C', C, 1, 1] and bias W1·b + b1, summed in Double.
-    private func squeezeProduct(_ conv: Conv2d, _ se: SqueezeExcitation, _ f: (weight: Tensor, bias: Tensor, converted: ConstantWeights?))
+    private func squeezeProduct(_ se: SqueezeExcitation, _ f: (weight: Tensor, bias: Tensor, converted: ConstantWeights?))
         -> (weight: Tensor, bias: Tensor) {
         squeezeProductsLock.withLock {
             if let p = squeezeProducts[ObjectIdentifier(se)] { return p }
@@ -236,20 +236,20 @@ public final class InferenceEngine: @unchecked Sendable {
             let b1 = se.fc1.bias?.value.scalars ?? [Float](repeating: 0, count: r)
             var m = [Float](repeating: 0, count: r * c), mb = [Float](repeating: 0, count: r)
             var row = [Double](repeating: 0, count: c)
-            for j in 0..<r {
-                for k in 0..<c { row[k] = 0 }
-                var t = Double(b1[j])
-                for i in 0..<o {
-                    let a = Double(w1[j * o + i])
-                    t += a * Double(b[i])
-                    w.withUnsafeBufferPointer { wp in
-                        row.withUnsafeMutableBufferPointer { rp in
+            w.withUnsafeBufferPointer { wp in
+                row.withUnsafeMutableBufferPointer { rp in
+                    for j in 0..<r {
+                        rp.update(repeating: 0)
+                        var t = Double(b1[j])
+                        for i in 0..<o {
+                            let a = Double(w1[j * o + i])
+                            t += a * Double(b[i])
                             for k in 0..<c { rp[k] += a * Double(wp[i * c + k]) }
                         }
+                        for k in 0..<c { m[j * c + k] = Float(rp[k]) }
+                        mb[j] = Float(t)
                     }
                 }
-                for k in 0..<c { m[j * c + k] = Float(row[k]) }
-                mb[j] = Float(t)
             }
             let p = (Tensor(shape: [r, c, 1, 1], scalars: m), Tensor(shape: [r], scalars: mb))
             squeezeProducts[ObjectIdentifier(se)] = p

@@ -95,20 +95,19 @@ struct Bench: ParsableCommand {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let peak = Int(usage.ru_maxrss) * 1024
         if json {
-            let obj: [String: Any] = [
+            var obj: [String: Any] = [
                 "model": model, "mode": mode, "batch_size": batchSize, "input_size": [h, w], "in_channels": inChannels,
                 "iterations": iterations, "warmup": warmup, "fused": mode == "inference" && !noFuse,
                 "ms_per_batch_median": median, "ms_per_batch_min": sorted.first!, "ms_per_batch_max": sorted.last!,
                 "images_per_second": imagesPerSecond, "gflops_effective": gflops, "macs_per_image": macs,
                 "peak_rss_bytes": peak, "peak_tensor_bytes": TensorStorage.peakBytes, "threads": Int(ProcessInfo.processInfo.environment["OMP_NUM_THREADS"] ?? "") ?? ProcessInfo.processInfo.activeProcessorCount,
             ]
-            var record = obj
             if let c = comparison {
-                record["against"] = ["model": c.name, "ms_per_batch_median": c.median,
+                obj["against"] = ["model": c.name, "ms_per_batch_median": c.median,
                                      "images_per_second": Double(batchSize) / (c.median / 1000),
                                      "time_ratio_paired": c.paired, "time_ratio_medians": median / c.median] as [String: Any]
             }
-            let data = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
+            let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
             print(String(format: "%@ %@ batch %d at %d×%d: %.2f ms per batch (min %.2f, max %.2f over %d), %.2f images/s, %.1f GFLOP/s effective, peak RSS %.0f MiB",
