@@ -74,7 +74,12 @@ func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
     /// The SE block's end in the convolution's epilogue: relu(scale[n, o] · (conv + bias) +
     /// residual), on plain and channel-blocked activations, against the reference convolution
     /// followed by the three elementwise steps. The machine's own block must have a fast kernel.
+    /// On blocked 1×1 maps of at least 4·C pixels (the first three shapes) the scale goes into
+    /// each image's weights instead of a post-op: that path must have run there, with weights
+    /// converted per call and, twice, with converted weights kept in a `ConstantWeights`.
     @Test(arguments: [Conv2DShape(n: 1, c: 32, h: 14, w: 14, o: 64, kh: 1, kw: 1),
+                      Conv2DShape(n: 2, c: 16, h: 12, w: 12, o: 48, kh: 1, kw: 1),
+                      Conv2DShape(n: 3, c: 32, h: 16, w: 9, o: 64, kh: 1, kw: 1),
                       Conv2DShape(n: 3, c: 16, h: 9, w: 7, o: 32, kh: 1, kw: 1),
                       Conv2DShape(n: 2, c: 16, h: 10, w: 10, o: 32, kh: 3, kw: 3, ph: 1, pw: 1)])
     func convScaleAddReLU(_ s: Conv2DShape) {
@@ -91,16 +96,24 @@ func nans(_ n: Int) -> [Float] { [Float](repeating: .nan, count: n) }
                 func blocked(_ v: [Float], _ c: Int, _ p: Int) -> [Float] {
                     block == 1 ? v : Reference.channelBlocked(v, n: s.n, c: c, s: p, block: block)
                 }
-                var y = nans(s.outputCount)
-                let ran = conv2dForwardScaleAddReLU(out: &y, inp: blocked(x, s.c, s.h * s.w), weight: w, bias: bias ? b : nil,
-                                                    scale: scale, residual: blocked(r, s.o, plane), s,
-                                                    inpBlock: block, outBlock: block)
-                if block == activationBlock && activationBlock > 1 && s.kh == 1 {
-                    #expect(ran, "\(label): no fast kernel on the machine's own layout")
+                let constant = ConstantWeights()
+                for kept in [nil, constant, constant] {
+                    var y = nans(s.outputCount)
+                    let ran = conv2dForwardScaleAddReLU(out: &y, inp: blocked(x, s.c, s.h * s.w), weight: w, bias: bias ? b : nil,
+                                                        scale: scale, residual: blocked(r, s.o, plane), s,
+                                                        inpBlock: block, outBlock: block, constantWeights: kept)
+                    if block == activationBlock && activationBlock > 1 && s.kh == 1 {
+                        #expect(ran, "\(label): no fast kernel on the machine's own layout")
+                    }
+                    guard ran else { continue }
+                    if block > 1 && s.kh == 1 && s.ho * s.wo >= 4 * s.c {
+                        let impl = conv2dScaleAddReLUImplementation(s, bias: bias, inpBlock: block, outBlock: block,
+                                                                    constantWeights: kept != nil) ?? "none"
+                        #expect(impl.hasSuffix("(weights scaled per image)"), "\(label): ran \(impl)")
+                    }
+                    let out = block == 1 ? y : Reference.fromChannelBlocked(y, n: s.n, c: s.o, s: plane, block: block)
+                    expectClose(out, expected, rtol: 1e-4, atol: 1e-5, "\(label) weights kept \(kept != nil)")
                 }
-                guard ran else { continue }
-                let out = block == 1 ? y : Reference.fromChannelBlocked(y, n: s.n, c: s.o, s: plane, block: block)
-                expectClose(out, expected, rtol: 1e-4, atol: 1e-5, label)
             }
         }
     }
