@@ -857,21 +857,17 @@ public func conv2dForwardScaleAddReLU(out: UnsafeMutablePointer<Float>, inp: Uns
     if scalesWeights(s, inpBlock: inpBlock, outBlock: outBlock) {
         let key = ConvKey(shape: one, pass: .forward, bias: bias != nil, srcBlock: inpBlock, dstBlock: outBlock)
         if let plan = scaledWeightsPlans.plan(key) {
+            // The blocked weights: kept in `constantWeights` when given, else converted for this call.
             let bytes = s.o * s.c * 4
             let fill = { (p: UnsafeMutableRawPointer) in
                 blockWeights1x1(p.assumingMemoryBound(to: Float.self), weight, o: s.o, c: s.c, block: inpBlock)
             }
-            if let constantWeights {
-                let blocked = constantWeights.copy(for: plan, bytes: bytes, fill: fill)
-                scaledWeightsScaleAddReLU(plan, key, out: out, inp: inp, blockedWeight: blocked.assumingMemoryBound(to: Float.self),
-                                          bias: bias, scale: scale, residual: residual, s)
-            } else {
-                let blocked = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
-                defer { blocked.deallocate() }
-                fill(blocked)
-                scaledWeightsScaleAddReLU(plan, key, out: out, inp: inp, blockedWeight: blocked.assumingMemoryBound(to: Float.self),
-                                          bias: bias, scale: scale, residual: residual, s)
-            }
+            let owned = constantWeights == nil ? UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64) : nil
+            defer { owned?.deallocate() }
+            if let owned { fill(owned) }
+            let blocked = owned ?? constantWeights!.copy(for: plan, bytes: bytes, fill: fill)
+            scaledWeightsScaleAddReLU(plan, key, out: out, inp: inp, blockedWeight: blocked.assumingMemoryBound(to: Float.self),
+                                      bias: bias, scale: scale, residual: residual, s)
             return true
         }
     }
